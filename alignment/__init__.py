@@ -1,0 +1,1 @@
+"""Face detection, landmarks, FFHQ alignment, quality filters, dedup and attribute compositing."""

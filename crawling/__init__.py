@@ -1,0 +1,1 @@
+"""Query plans, search-engine crawlers, the polite downloader and the loopback search emulator."""

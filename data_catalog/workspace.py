@@ -1,0 +1,96 @@
+"""The workspace: one folder holding every layer of the pipeline (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.compute as pc
+
+from data_catalog.atomic import atomic_write_text
+from data_catalog.blobs import BlobStore
+from data_catalog.manifest import Manifest, manifest_from_row
+from data_catalog.tables import TableStore
+
+LAYOUT_VERSION = 1
+MARKER = "workspace.json"
+LAYERS = (
+    "catalog",
+    "raw/blobs",
+    "intermediate/aligned",
+    "primary/megn",
+    "models",
+    "reporting",
+    "runs",
+)
+
+
+class WorkspaceError(RuntimeError):
+    pass
+
+
+class Workspace:
+    def __init__(self, path: str | Path, create: bool = True) -> None:
+        self.root = Path(path).expanduser().resolve()
+        marker = self.root / MARKER
+        if marker.is_file():
+            layout = json.loads(marker.read_text(encoding="utf-8")).get("layout_version")
+            if layout != LAYOUT_VERSION:
+                raise WorkspaceError(f"{self.root}: layout version {layout}, this code reads {LAYOUT_VERSION}")
+        elif not create:
+            raise WorkspaceError(f"{self.root} is not an sdgan workspace (no {MARKER}); create it with a stage run")
+        elif self.root.exists() and any(self.root.iterdir()):
+            raise WorkspaceError(f"{self.root} exists, is not empty and is not an sdgan workspace")
+        else:
+            for layer in LAYERS:
+                (self.root / layer).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(marker, json.dumps({"layout_version": LAYOUT_VERSION}) + "\n")
+        self.blobs = BlobStore(self.root / "raw" / "blobs")
+        self.aligned = BlobStore(self.root / "intermediate" / "aligned")
+        self.tables = TableStore(self.root / "catalog")
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+    # tables ---------------------------------------------------------------------------------
+    def append(self, name: str, frame: pd.DataFrame, run_id: str) -> Path | None:
+        return self.tables.append(name, frame, run_id)
+
+    def table(self, name: str, columns: list[str] | None = None, filter: pc.Expression | None = None) -> pd.DataFrame:
+        return self.tables.read(name, columns, filter)
+
+    # runs -----------------------------------------------------------------------------------
+    def run_dir(self, stage: str, run_id: str) -> Path:
+        return self.root / "runs" / stage / run_id
+
+    def manifests(self, stage: str | None = None, status: str | None = "completed") -> list[Manifest]:
+        """Manifests from the `runs` table, oldest first."""
+        runs = self.table("runs")
+        if stage is not None:
+            runs = runs[runs["stage"] == stage]
+        if status is not None:
+            runs = runs[runs["status"] == status]
+        runs = runs.sort_values("finished_at", kind="stable")
+        return [manifest_from_row(row) for row in runs.to_dict("records")]
+
+    def manifest(self, run_id: str) -> Manifest:
+        runs = self.table("runs", filter=pc.field("run_id") == run_id)
+        if runs.empty:
+            raise KeyError(f"no run {run_id!r} in {self.root}")
+        return manifest_from_row(runs.to_dict("records")[-1])
+
+    def latest(self, stage: str) -> Manifest | None:
+        found = self.manifests(stage)
+        return found[-1] if found else None
+
+    # paths ----------------------------------------------------------------------------------
+    def relative(self, path: str | Path) -> str:
+        return Path(path).resolve().relative_to(self.root).as_posix()
+
+    def resolve(self, relative: str) -> Path:
+        return self.root / relative
+
+    def dataset_versions(self) -> list[str]:
+        folder = self.root / "primary" / "megn"
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []

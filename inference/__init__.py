@@ -1,0 +1,1 @@
+"""Loading trained or official checkpoints, attribute synthesis, evaluation metrics and reports."""
