@@ -67,16 +67,25 @@ def config_path(stage: str, profile: str, config_dir: str | Path | None = None) 
     return Path(config_dir or default_config_dir()) / profile / f"{stage}.yaml"
 
 
+_NULLS = {"null", "Null", "NULL", "~"}
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """`a.b=3` -> (["a", "b"], 3). The value is read as YAML so numbers, booleans and lists keep their type."""
+    """`a.b=3` -> (["a", "b"], 3).
+
+    The value is read as YAML so numbers, booleans and lists keep their type; text YAML cannot read as a
+    value (`!`, `a: b`, `[1,`) stays a plain string, and the stage's schema then judges it.
+    """
     key, sep, raw = text.partition("=")
     key = key.strip()
-    if not sep or not key:
+    if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set expects key=value, got {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text!r}: value is not valid YAML: {exc}") from exc
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return key.split("."), raw
+    if value is None and raw.strip() not in _NULLS:
+        value = raw
     return key.split("."), value
 
 

@@ -106,6 +106,7 @@ def stage_run(
         raise
     manifest.status = "completed"
     _finish(run)
+    workspace.set_current(stage, manifest.run_id)
 
 
 def _finish(run: StageRun) -> None:

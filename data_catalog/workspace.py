@@ -15,6 +15,7 @@ from data_catalog.tables import TableStore
 
 LAYOUT_VERSION = 1
 MARKER = "workspace.json"
+CURRENT = "CURRENT"  # per-stage pointer file: runs/<stage>/CURRENT holds a run id
 LAYERS = (
     "catalog",
     "raw/blobs",
@@ -81,8 +82,23 @@ class Workspace:
         return manifest_from_row(runs.to_dict("records")[-1])
 
     def latest(self, stage: str) -> Manifest | None:
+        """The most recently finished completed run of `stage`."""
         found = self.manifests(stage)
         return found[-1] if found else None
+
+    def current(self, stage: str) -> Manifest | None:
+        """The run whose outputs are current for `stage`: the last one completed or served from cache.
+
+        A cache hit can make an older run current again (config A, then B, then A again), which is why
+        this is a pointer and not simply the latest run.
+        """
+        pointer = self.root / "runs" / stage / CURRENT
+        if pointer.is_file():
+            return self.manifest(pointer.read_text(encoding="utf-8").strip())
+        return self.latest(stage)
+
+    def set_current(self, stage: str, run_id: str) -> None:
+        atomic_write_text(self.root / "runs" / stage / CURRENT, run_id + "\n")
 
     # paths ----------------------------------------------------------------------------------
     def relative(self, path: str | Path) -> str:

@@ -1,0 +1,24 @@
+"""The `catalog-verify` flow: consistency check of a workspace, as a deployable flow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flows import prefect_env
+
+prefect_env.configure()
+
+from prefect import flow  # noqa: E402
+
+from flows.pipeline import outcomes_to_json, run_stages  # noqa: E402
+
+
+@flow(name="catalog-verify", persist_result=True, result_serializer="json")
+def catalog_verify_flow(
+    workspace: str,
+    profile: str = "demo",
+    overrides: list[str] | None = None,
+    force: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Re-hash every blob and output file of `workspace` and check every catalog reference."""
+    return outcomes_to_json(run_stages(["catalog-verify"], workspace, profile, overrides or [], force or []))

@@ -1,0 +1,220 @@
+"""The `sdgan` command line. Prefect is imported only by the commands that run flows."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from data_catalog.atomic import TEMP_PREFIX
+from data_catalog.config import ConfigError, load_config
+from data_catalog.tables import TABLE_SCHEMAS
+from data_catalog.workspace import Workspace, WorkspaceError
+
+console = Console()
+DEFAULT_DEMO_WORKSPACE = "workspace/demo"
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workspace", required=True, help="workspace folder (created on first use)")
+    parser.add_argument("--profile", default="demo", help="config profile: configs/<profile>/<stage>.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                        help="override one config value (repeatable); the stage prefix may be omitted for one-stage flows")
+    parser.add_argument("--force", action="append", default=[], metavar="STAGE",
+                        help="rerun STAGE even if its cache is valid (repeatable; 'all' for every stage)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdgan", description="SD-GAN reproduction pipeline (MEGN build and training).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the whole DAG on the embedded demo defaults (offline, CPU)")
+    demo.add_argument("--workspace", default=DEFAULT_DEMO_WORKSPACE)
+    demo.add_argument("--force", action="append", default=[], metavar="STAGE")
+
+    run = sub.add_parser("run", help="run a flow in this process (Prefect's embedded server unless PREFECT_API_URL is set)")
+    run.add_argument("flow", help="flow name, e.g. reproduce or catalog-verify")
+    _add_run_options(run)
+
+    serve = sub.add_parser("serve", help="serve every deployment of prefect.yaml from this process")
+    serve.add_argument("--file", default=None, help="deployments file (default: the project's prefect.yaml)")
+    serve.add_argument("--only", action="append", default=[], metavar="FLOW[/DEPLOYMENT]")
+    serve.add_argument("--limit", type=int, default=None, help="maximum concurrent flow runs")
+
+    sub.add_parser("stages", help="list the stages of the DAG and whether each is built")
+
+    config = sub.add_parser("config", help="show the resolved config of a stage")
+    config.add_argument("stage")
+    config.add_argument("--profile", default="demo")
+    config.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    catalog = sub.add_parser("catalog", help="inspect and check a workspace's catalog")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
+    ls = catalog_sub.add_parser("ls", help="tables with row counts, dataset versions, recent runs")
+    show = catalog_sub.add_parser("show", help="show one run's manifest")
+    show.add_argument("run_id")
+    verify = catalog_sub.add_parser("verify", help="re-hash blobs, check references and orphans; non-zero exit on problems")
+    verify.add_argument("--no-rehash", action="store_true", help="check existence only")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    gc = catalog_sub.add_parser("gc", help="delete temporary files left by interrupted writes")
+    gc.add_argument("--dry-run", action="store_true")
+    for p in (ls, show, verify, gc):
+        p.add_argument("--workspace", required=True)
+    return parser
+
+
+# catalog ------------------------------------------------------------------------------------------
+def _open(path: str) -> Workspace:
+    return Workspace(path, create=False)
+
+
+def cmd_catalog_ls(args: argparse.Namespace) -> int:
+    ws = _open(args.workspace)
+    table = Table(title=f"catalog of {ws.root}")
+    for column in ("table", "rows", "batches", "runs"):
+        table.add_column(column, justify="left" if column == "table" else "right")
+    for name in TABLE_SCHEMAS:
+        files = ws.tables.files(name)
+        table.add_row(name, str(ws.tables.count(name)), str(len(files)), str(len(ws.tables.run_ids(name))))
+    console.print(table)
+    versions = ws.dataset_versions()
+    console.print(f"dataset versions: {', '.join(versions) if versions else '(none)'}")
+    runs = ws.table("runs", columns=["run_id", "stage", "status", "finished_at", "duration_s"])
+    if not runs.empty:
+        recent = Table(title="recent runs")
+        for column in ("run_id", "stage", "status", "finished", "seconds"):
+            recent.add_column(column)
+        for row in runs.sort_values("finished_at").tail(10).to_dict("records"):
+            recent.add_row(row["run_id"], row["stage"], row["status"], f"{row['finished_at']:%Y-%m-%d %H:%M:%S}", f"{row['duration_s']:.1f}")
+        console.print(recent)
+    return 0
+
+
+def cmd_catalog_show(args: argparse.Namespace) -> int:
+    ws = _open(args.workspace)
+    manifest = ws.manifest(args.run_id)
+    print(manifest.to_json())
+    return 0
+
+
+def cmd_catalog_verify(args: argparse.Namespace) -> int:
+    from data_catalog.verify import verify_workspace
+
+    report = verify_workspace(_open(args.workspace), rehash=not args.no_rehash)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    else:
+        for problem in report.problems:
+            console.print(f"[red]{problem.kind}[/red] {problem.subject}: {problem.detail}", highlight=False)
+        for warning in report.warnings:
+            console.print(f"[yellow]warning {warning.kind}[/yellow] {warning.subject}: {warning.detail}", highlight=False)
+        checked = ", ".join(f"{k}={v}" for k, v in report.checked.items())
+        verdict = "[green]OK[/green]" if report.ok else f"[red]{len(report.problems)} problem(s)[/red]"
+        console.print(f"{verdict} ({checked})", highlight=False)
+    return 0 if report.ok else 1
+
+
+def cmd_catalog_gc(args: argparse.Namespace) -> int:
+    ws = _open(args.workspace)
+    stale = [p for p in ws.root.rglob(f"{TEMP_PREFIX}*") if p.is_file()]
+    for path in stale:
+        print(("would delete " if args.dry_run else "deleting ") + str(path))
+        if not args.dry_run:
+            path.unlink(missing_ok=True)
+    print(f"{len(stale)} temporary file(s)")
+    return 0
+
+
+# flows ---------------------------------------------------------------------------------------------
+def _print_outcomes(outcomes: list[dict]) -> None:
+    table = Table(title="stages")
+    for column in ("stage", "status", "run", "detail"):
+        table.add_column(column, overflow="fold")
+    colours = {"ran": "green", "cached": "cyan", "failed": "red", "blocked": "yellow", "not built yet": "dim"}
+    for o in outcomes:
+        colour = colours.get(o["status"], "white")
+        table.add_row(o["stage"], f"[{colour}]{o['status']}[/{colour}]", o["run_id"] or "", o["detail"])
+    console.print(table)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows import prefect_env
+
+    prefect_env.configure()
+    from flows.registry import load_flow
+
+    flow = load_flow(args.flow)
+    workspace = str(Path(args.workspace).resolve())
+    outcomes = flow(workspace=workspace, profile=args.profile, overrides=args.overrides, force=args.force)
+    _print_outcomes(outcomes)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    args.flow, args.profile, args.overrides = "reproduce", "demo", []
+    code = cmd_run(args)
+    workspace = Path(args.workspace).resolve()
+    console.print(f"workspace: {workspace}")
+    console.print(f"inspect it with: sdgan catalog ls --workspace {args.workspace}")
+    return code
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows import prefect_env
+
+    prefect_env.configure()
+    from flows.serve import DEFAULT_FILE, serve
+
+    serve(args.file or DEFAULT_FILE, only=args.only or None, limit=args.limit)
+    return 0
+
+
+def cmd_stages(args: argparse.Namespace) -> int:
+    from flows.stages import STAGES
+
+    table = Table(title="stages")
+    for column in ("stage", "built", "upstream", "summary"):
+        table.add_column(column)
+    for spec in STAGES.values():
+        table.add_row(spec.name, "yes" if spec.built else "not yet", ", ".join(spec.upstream), spec.summary)
+    console.print(table)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from flows.stages import get
+
+    config_cls, _ = get(args.stage).load()
+    config = load_config(config_cls, args.profile, args.overrides)
+    print(json.dumps({"stage": args.stage, "config_hash": config.hash, "config": config.to_dict()}, indent=2))
+    return 0
+
+
+COMMANDS = {
+    "demo": cmd_demo,
+    "run": cmd_run,
+    "serve": cmd_serve,
+    "stages": cmd_stages,
+    "config": cmd_config,
+}
+CATALOG_COMMANDS = {"ls": cmd_catalog_ls, "show": cmd_catalog_show, "verify": cmd_catalog_verify, "gc": cmd_catalog_gc}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = CATALOG_COMMANDS[args.catalog_command] if args.command == "catalog" else COMMANDS[args.command]
+    try:
+        return handler(args)
+    except (ConfigError, WorkspaceError, KeyError, NotImplementedError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"sdgan: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

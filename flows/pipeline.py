@@ -1,0 +1,134 @@
+"""Run a chain of stages inside a flow: resolve configs, wire manifests, report what ran or was cached."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from data_catalog.config import ConfigError, StageConfig, load_config
+from data_catalog.manifest import Manifest
+from data_catalog.workspace import Workspace
+from flows import stages
+from flows.caching import stage_task
+
+FORCE_ALL = "all"
+
+
+@dataclass
+class StageOutcome:
+    stage: str
+    status: str  # ran | cached | failed | not built yet | blocked
+    run_id: str | None = None
+    detail: str = ""
+
+
+class PipelineError(RuntimeError):
+    pass
+
+
+def split_overrides(names: Sequence[str], overrides: Iterable[str]) -> dict[str, list[str]]:
+    """`--set crawl.max_num=5` goes to crawl; an unprefixed key is allowed when the flow has one stage."""
+    per_stage: dict[str, list[str]] = {name: [] for name in names}
+    for text in overrides:
+        head, _, rest = text.partition(".")
+        if head in per_stage and rest:
+            per_stage[head].append(rest)
+        elif len(names) == 1:
+            per_stage[names[0]].append(text)
+        else:
+            raise ConfigError(f"--set {text!r}: prefix the key with one of the stages {', '.join(names)}")
+    return per_stage
+
+
+def resolve_configs(
+    names: Sequence[str], profile: str, overrides: Iterable[str], config_dir: str | Path | None = None
+) -> dict[str, StageConfig]:
+    """Load every built stage's config before anything runs, so a wrong value fails fast."""
+    per_stage = split_overrides(names, overrides)
+    configs = {}
+    for name in names:
+        spec = stages.get(name)
+        if spec.built:
+            config_cls, _ = spec.load()
+            configs[name] = load_config(config_cls, profile, per_stage[name], config_dir)
+    return configs
+
+
+def check_force(names: Sequence[str], force: Iterable[str]) -> set[str]:
+    force = set(force)
+    unknown = force - set(names) - {FORCE_ALL}
+    if unknown:
+        raise PipelineError(f"--force {sorted(unknown)}: not a stage of this flow ({', '.join(names)})")
+    return set(names) if FORCE_ALL in force else force
+
+
+def run_stages(
+    names: Sequence[str],
+    workspace: str | Path,
+    profile: str = "demo",
+    overrides: Iterable[str] = (),
+    force: Iterable[str] = (),
+    config_dir: str | Path | None = None,
+) -> list[StageOutcome]:
+    logger = get_run_logger()
+    ws = Workspace(workspace)
+    configs = resolve_configs(names, profile, list(overrides), config_dir)
+    forced = check_force(names, force)
+    manifests: dict[str, Manifest] = {}
+    outcomes: list[StageOutcome] = []
+    for name in names:
+        spec = stages.get(name)
+        if not spec.built:
+            outcomes.append(StageOutcome(name, "not built yet"))
+            logger.info("%s: not built yet", name)
+            continue
+        for upstream in spec.upstream:
+            # A stage run on its own reuses the current upstream run of this workspace.
+            if upstream not in manifests and (current := ws.current(upstream)) is not None:
+                manifests[upstream] = current
+        missing = [u for u in spec.upstream if u not in manifests]
+        if missing:
+            outcomes.append(StageOutcome(name, "blocked", detail=f"no completed run of {', '.join(missing)}"))
+            logger.warning("%s: blocked, no completed run of %s", name, ", ".join(missing))
+            continue
+        inputs = [manifests[u].model_dump(mode="json") for u in spec.upstream]
+        state = stage_task(name, ws.root, force=name in forced)(
+            stage=name, config=configs[name].to_dict(), workspace=str(ws.root), inputs=inputs, return_state=True
+        )
+        if state.is_failed():
+            outcomes.append(StageOutcome(name, "failed", detail=state.message or ""))
+            logger.error("%s: failed: %s", name, state.message)
+            continue
+        manifest = Manifest.model_validate(state.result())
+        manifests[name] = manifest
+        status = "cached" if state.name == "Cached" else "ran"
+        if status == "cached":
+            ws.set_current(name, manifest.run_id)
+        outcomes.append(StageOutcome(name, status, manifest.run_id, _summary(manifest)))
+        logger.info("%s: %s (run %s) %s", name, "skipped, cached" if status == "cached" else "ran", manifest.run_id, _summary(manifest))
+    _publish(outcomes)
+    failed = [o.stage for o in outcomes if o.status == "failed"]
+    if failed:
+        raise PipelineError(f"stage(s) failed: {', '.join(failed)}; see the task logs above")
+    return outcomes
+
+
+def _summary(manifest: Manifest) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(manifest.counts.items()))
+
+
+def _publish(outcomes: list[StageOutcome]) -> None:
+    create_table_artifact(
+        key="stage-outcomes",
+        table=[asdict(o) for o in outcomes],
+        description="What each stage of this flow run did (ran, cached, failed, blocked, not built yet).",
+    )
+
+
+def outcomes_to_json(outcomes: list[StageOutcome]) -> list[dict[str, Any]]:
+    return [asdict(o) for o in outcomes]

@@ -1,0 +1,22 @@
+"""Deployable flows by name. `prefect.yaml` declares their deployments; a test keeps the two in step."""
+
+from __future__ import annotations
+
+import importlib
+
+from prefect import Flow
+
+FLOWS: dict[str, str] = {
+    "reproduce": "flows.reproduce:reproduce_flow",
+    "catalog-verify": "flows.catalog_verify:catalog_verify_flow",
+}
+
+
+def load_flow(name_or_entrypoint: str) -> Flow:
+    """A flow by name (`reproduce`) or by entrypoint (`flows/reproduce.py:reproduce_flow`)."""
+    target = FLOWS.get(name_or_entrypoint, name_or_entrypoint)
+    module_part, sep, attr = target.partition(":")
+    if not sep:
+        raise KeyError(f"unknown flow {name_or_entrypoint!r}; flows: {', '.join(FLOWS)}")
+    module_name = module_part.removesuffix(".py").replace("/", ".")
+    return getattr(importlib.import_module(module_name), attr)
