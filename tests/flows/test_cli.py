@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from data_catalog import Workspace
+from flows.cli import main as cli
+
+
+@pytest.mark.prefect_server
+def test_run_reproduce_reports_every_stage(prefect_server: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from flows.stages import STAGES
+
+    ws_path = tmp_path / "ws"
+    assert cli(["run", "reproduce", "--workspace", str(ws_path)]) == 0
+    out = capsys.readouterr().out
+    for name, spec in STAGES.items():
+        assert name in out
+    runs = Workspace(ws_path).table("runs")
+    assert runs["stage"].tolist() == ["catalog-verify"] and runs["status"].tolist() == ["completed"]
+    assert out.count("not built yet") == sum(not s.built for s in STAGES.values())
+
+
+def test_run_with_a_wrong_config_value_exits_2_and_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = cli(["run", "catalog-verify", "--workspace", str(tmp_path / "ws"), "--set", "rehash=sometimes"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "rehash" in err and "'sometimes'" in err
+    assert not (tmp_path / "ws" / "runs" / "catalog-verify").exists()
+
+
+def test_unknown_flow_and_unknown_workspace(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli(["run", "nope", "--workspace", str(tmp_path / "ws")]) == 2
+    assert "unknown flow 'nope'" in capsys.readouterr().err
+    assert cli(["catalog", "ls", "--workspace", str(tmp_path / "absent")]) == 2
+    assert "not an sdgan workspace" in capsys.readouterr().err
+
+
+def test_catalog_ls_and_show(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from data_catalog.verify import VerifyConfig, run
+
+    ws = Workspace(tmp_path / "ws")
+    manifest = run(VerifyConfig(), ws)
+    assert cli(["catalog", "ls", "--workspace", str(ws.root)]) == 0
+    out = capsys.readouterr().out
+    assert "runs" in out and "candidates" in out and "catalog-verify" in out
+    assert cli(["catalog", "show", manifest.run_id, "--workspace", str(ws.root)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["run_id"] == manifest.run_id and shown["status"] == "completed"
+    assert cli(["catalog", "show", "missing-run", "--workspace", str(ws.root)]) == 2
+
+
+def test_config_command_prints_resolved_config_and_hash(capsys: pytest.CaptureFixture) -> None:
+    from data_catalog.verify import VerifyConfig
+
+    assert cli(["config", "catalog-verify", "--profile", "full", "--set", "rehash=false"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["config"]["rehash"] is False
+    assert shown["config_hash"] == VerifyConfig(rehash=False).hash

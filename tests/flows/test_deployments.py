@@ -1,0 +1,117 @@
+"""`sdgan serve` + `prefect deployment run ... --watch` through a real Prefect server, as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from data_catalog import Workspace
+from tests.conftest import BIN, PROJECT_ROOT, stop_process
+
+pytestmark = pytest.mark.prefect_server
+
+DEPLOYMENT = "catalog-verify/demo"
+
+
+def wait_for_deployment(name: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"sdgan serve exited early:\n{log.read_text(errors='replace')[-4000:]}")
+            try:
+                client.read_deployment_by_name(name)
+                return
+            except ObjectNotFound:
+                time.sleep(0.5)
+    raise TimeoutError(f"deployment {name} not registered after {timeout} s:\n{log.read_text(errors='replace')[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def served(prefect_server: str, tmp_path_factory: pytest.TempPathFactory):
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    with open(log, "wb") as handle:
+        process = subprocess.Popen([str(BIN / "sdgan"), "serve", "--only", DEPLOYMENT], cwd=PROJECT_ROOT, env=env,
+                                   stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_deployment(DEPLOYMENT, process, log)
+        yield env
+    finally:
+        stop_process(process)
+
+
+def run_deployment_cli(env: dict, workspace: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "prefect"), "deployment", "run", DEPLOYMENT, "--param", f"workspace={workspace}", "--watch",
+         "--watch-interval", "1"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def last_flow_run(deployment_name: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(deployment_name)
+        (run,) = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+            sort=FlowRunSort.START_TIME_DESC, limit=1)
+        return run
+
+
+def test_deployment_run_completes_and_writes_catalog_rows(served: dict, tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "ws")
+    sha = ws.blobs.put(b"a real image would be here", "jpg")
+    ws.append("images", pd.DataFrame([{"sha256": sha, "format": "jpeg", "width": 1, "height": 1, "bytes": 26}]), "seed")
+
+    result = run_deployment_cli(served, ws.root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Completed" in result.stdout
+
+    flow_run = last_flow_run(DEPLOYMENT)
+    assert flow_run.state.is_completed()
+    outcomes = flow_run.state.result()
+    assert [(o["stage"], o["status"]) for o in outcomes] == [("catalog-verify", "ran")]
+
+    runs = ws.table("runs")
+    assert runs["stage"].tolist() == ["catalog-verify"] and runs["status"].tolist() == ["completed"]
+    assert runs["run_id"].iloc[0] == outcomes[0]["run_id"]
+    manifest = ws.manifest(outcomes[0]["run_id"])
+    report = json.loads(ws.resolve(manifest.files["report"].path).read_text())
+    assert report["ok"] and report["checked"]["raw_blobs_referenced"] == 1
+
+
+def test_deployment_run_on_a_broken_workspace_fails_and_says_why(served: dict, tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "ws")
+    sha = ws.blobs.put(b"bytes", "jpg")
+    ws.append("images", pd.DataFrame([{"sha256": sha, "format": "jpeg", "width": 1, "height": 1, "bytes": 5}]), "seed")
+    ws.blobs.path(sha).unlink()
+
+    result = run_deployment_cli(served, ws.root)
+    assert result.returncode != 0
+    assert last_flow_run(DEPLOYMENT).state.is_failed()
+    runs = ws.table("runs")
+    assert runs["status"].tolist() == ["failed"] and "missing_blob=1" in runs["error"].iloc[0]
+
+
+def test_prefect_yaml_and_flow_registry_agree() -> None:
+    from flows.registry import FLOWS, load_flow
+    from flows.serve import build_deployments, read_deployments
+
+    entries = read_deployments()
+    flows_with_deployments = {load_flow(e["entrypoint"]).name for e in entries}
+    assert flows_with_deployments == {load_flow(name).name for name in FLOWS}
+    names = [f"{d.flow_name}/{d.name}" for d in build_deployments()]
+    assert len(names) == len(set(names)) and DEPLOYMENT in names
