@@ -103,7 +103,8 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return merged
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """A YAML (or JSON, its subset) file holding a mapping; empty files read as {}."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -161,7 +162,7 @@ def load_config(
 ) -> C:
     """Read `configs/<profile>/<stage>.yaml` (or `path`), apply `--set` overrides, validate."""
     file = Path(path) if path else config_path(cls.STAGE, profile, config_dir)
-    data = apply_overrides(_read_yaml(file), overrides)
+    data = apply_overrides(_read_mapping(file), overrides)
     overridden = {".".join(parse_override(o)[0]) for o in overrides}
     return validate_config(cls, data, str(file), overridden)
 
@@ -169,12 +170,7 @@ def load_config(
 def load_saved_config(cls: type[C], folder: str | Path) -> C:
     """Re-read the `config.json` a run saved, e.g. to resume it with exactly the same settings."""
     path = Path(folder) / CONFIG_FILE_NAME
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
+    payload = _read_mapping(path)
     if payload.get("stage") != cls.STAGE:
         raise ConfigError(f"{path}: saved for stage {payload.get('stage')!r}, not {cls.STAGE!r}")
     return validate_config(cls, payload.get("config", {}), str(path))

@@ -135,8 +135,13 @@ def run(config: VerifyConfig, workspace: Workspace, inputs: list[Manifest] | tup
         atomic_write_text(report_path, json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
         run_ctx.save_config(out_dir)
         run_ctx.add_file("report", report_path)
-        run_ctx.manifest.counts.update({"problems": len(report.problems), "warnings": len(report.warnings)})
-        run_ctx.manifest.counts.update({f"checked_{k}": v for k, v in report.checked.items()})
+        checked = report.checked
+        run_ctx.manifest.counts.update(
+            problems=len(report.problems),
+            warnings=len(report.warnings),
+            blobs_checked=checked["raw_blobs_referenced"] + checked["aligned_blobs_referenced"],
+            runs_checked=checked["runs"],
+        )
         if config.fail_on_problems and not report.ok:
             summary = ", ".join(f"{k}={v}" for k, v in sorted(report.counts().items()))
             raise VerificationError(f"workspace {workspace.root} is inconsistent: {summary} (see {report_path})")
