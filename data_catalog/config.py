@@ -52,7 +52,7 @@ class StageConfig(ConfigModel):
         return path
 
 
-C = TypeVar("C", bound=StageConfig)
+C = TypeVar("C", bound=ConfigModel)
 
 
 def default_config_dir() -> Path:
@@ -103,7 +103,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return merged
 
 
-def _read_mapping(path: Path) -> dict[str, Any]:
+def read_mapping(path: Path) -> dict[str, Any]:
     """A YAML (or JSON, its subset) file holding a mapping; empty files read as {}."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -150,7 +150,8 @@ def validate_config(cls: type[C], data: Mapping[str, Any], source: str, overridd
     except ValidationError as exc:
         overridden_keys = set(overridden)
         lines = [_describe(err, cls, source, overridden_keys) for err in exc.errors()]
-        raise ConfigError(f"invalid {cls.STAGE or cls.__name__} config:\n  " + "\n  ".join(lines)) from None
+        what = getattr(cls, "STAGE", "") or cls.__name__
+        raise ConfigError(f"invalid {what} config:\n  " + "\n  ".join(lines)) from None
 
 
 def load_config(
@@ -162,7 +163,7 @@ def load_config(
 ) -> C:
     """Read `configs/<profile>/<stage>.yaml` (or `path`), apply `--set` overrides, validate."""
     file = Path(path) if path else config_path(cls.STAGE, profile, config_dir)
-    data = apply_overrides(_read_mapping(file), overrides)
+    data = apply_overrides(read_mapping(file), overrides)
     overridden = {".".join(parse_override(o)[0]) for o in overrides}
     return validate_config(cls, data, str(file), overridden)
 
@@ -170,7 +171,7 @@ def load_config(
 def load_saved_config(cls: type[C], folder: str | Path) -> C:
     """Re-read the `config.json` a run saved, e.g. to resume it with exactly the same settings."""
     path = Path(folder) / CONFIG_FILE_NAME
-    payload = _read_mapping(path)
+    payload = read_mapping(path)
     if payload.get("stage") != cls.STAGE:
         raise ConfigError(f"{path}: saved for stage {payload.get('stage')!r}, not {cls.STAGE!r}")
     return validate_config(cls, payload.get("config", {}), str(path))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import socket
 import traceback
 import uuid
@@ -115,3 +116,28 @@ def _finish(run: StageRun) -> None:
     atomic_write_text(run.dir / MANIFEST_FILE_NAME, manifest.to_json() + "\n")
     row = manifest_to_row(manifest, run.config.to_dict(), socket.gethostname())
     run.workspace.append("runs", pd.DataFrame([row]), manifest.run_id)
+
+
+def record_interrupted(workspace: Workspace, stage: str, run_id: str, note: str) -> Manifest:
+    """Give a run that was killed (no `runs` row) its row, status failed, so lineage stays complete."""
+    folder = workspace.run_dir(stage, run_id)
+    saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    started = dt.datetime.fromtimestamp((folder / "config.json").stat().st_mtime, dt.timezone.utc)
+    manifest = Manifest(
+        stage=stage,
+        run_id=run_id,
+        config_hash=saved["config_hash"],
+        code_version=code_version(),
+        code_fingerprint="unknown",
+        status="failed",
+        started_at=started,
+        finished_at=dt.datetime.now(dt.timezone.utc),
+        error=note,
+    )
+    atomic_write_text(folder / MANIFEST_FILE_NAME, manifest.to_json() + "\n")
+    workspace.append("runs", pd.DataFrame([manifest_to_row(manifest, saved["config"], socket.gethostname())]), run_id)
+    return manifest
+
+
+def finished_run_ids(workspace: Workspace) -> set[str]:
+    return set(workspace.table("runs", columns=["run_id"])["run_id"])

@@ -46,6 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--only", action="append", default=[], metavar="FLOW[/DEPLOYMENT]")
     serve.add_argument("--limit", type=int, default=None, help="maximum concurrent flow runs")
 
+    crawl = sub.add_parser("crawl", help="run the crawl stage (search engines or a URL list -> blobs + catalog)")
+    _add_run_options(crawl)
+    crawl.add_argument("--source", dest="sources", action="append", default=[],
+                       choices=["google", "naver", "google-api", "naver-api", "urls"], help="repeatable; default: the profile's")
+    crawl.add_argument("--plan", help="query plan YAML (default: the profile's)")
+    crawl.add_argument("--urls", help="URL list (txt, csv or parquet with a url column) for --source urls")
+    crawl.add_argument("--endpoint", help="base URL of the (single) search --source, e.g. a loopback emulator")
+    crawl.add_argument("--max-per-query", type=int)
+    crawl.add_argument("--retry-failed", action="store_true", help="fetch again only the URLs whose last attempt failed")
+
+    emulator = sub.add_parser("emulator", help="serve a folder of images as Google/Naver search results on 127.0.0.1")
+    emulator.add_argument("--corpus", help="image folder (default: build the demo corpus into workspace/corpus/demo)")
+    emulator.add_argument("--port", type=int, default=8765)
+    emulator.add_argument("--faults", default="", help="comma-separated fault modes, or 'all'")
+
     sub.add_parser("stages", help="list the stages of the DAG and whether each is built")
 
     config = sub.add_parser("config", help="show the resolved config of a stage")
@@ -155,6 +170,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_crawl(args: argparse.Namespace) -> int:
+    from flows import prefect_env
+
+    prefect_env.configure()
+    from flows.crawl import crawl_flow
+
+    outcomes = crawl_flow(
+        workspace=str(Path(args.workspace).resolve()), profile=args.profile, overrides=args.overrides,
+        force=args.force, sources=args.sources or None, plan=args.plan, urls=args.urls, endpoint=args.endpoint,
+        max_per_query=args.max_per_query, retry_failed=args.retry_failed,
+    )
+    _print_outcomes(outcomes)
+    return 0
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from crawling.demo_corpus import build_demo_corpus
+    from crawling.emulator import main as emulator_main
+
+    corpus = args.corpus or str(build_demo_corpus(Path("workspace") / "corpus" / "demo"))
+    argv = ["--corpus", corpus, "--port", str(args.port)] + (["--faults", args.faults] if args.faults else [])
+    return emulator_main(argv)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     args.flow, args.profile, args.overrides = "reproduce", "demo", []
     code = cmd_run(args)
@@ -199,6 +238,8 @@ COMMANDS = {
     "demo": cmd_demo,
     "run": cmd_run,
     "serve": cmd_serve,
+    "crawl": cmd_crawl,
+    "emulator": cmd_emulator,
     "stages": cmd_stages,
     "config": cmd_config,
 }
@@ -210,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = CATALOG_COMMANDS[args.catalog_command] if args.command == "catalog" else COMMANDS[args.command]
     try:
         return handler(args)
-    except (ConfigError, WorkspaceError, KeyError, NotImplementedError) as exc:
+    except (ConfigError, WorkspaceError, KeyError, NotImplementedError, ValueError, FileNotFoundError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"sdgan: error: {message}", file=sys.stderr)
         return 2

@@ -109,6 +109,8 @@ def run_stages(
         status = "cached" if state.name == "Cached" else "ran"
         if status == "cached":
             ws.set_current(name, manifest.run_id)
+        else:
+            _publish_counts(name, manifest)
         outcomes.append(StageOutcome(name, status, manifest.run_id, _summary(manifest)))
         logger.info("%s: %s (run %s) %s", name, "skipped, cached" if status == "cached" else "ran", manifest.run_id, _summary(manifest))
     _publish(outcomes)
@@ -128,6 +130,16 @@ def _publish(outcomes: list[StageOutcome]) -> None:
         table=[asdict(o) for o in outcomes],
         description="What each stage of this flow run did (ran, cached, failed, blocked, not built yet).",
     )
+
+
+def _publish_counts(stage: str, manifest: Manifest) -> None:
+    """Per-stage histogram (statuses, rejection reasons, ...) as a Prefect table artifact."""
+    if manifest.counts:
+        create_table_artifact(
+            key=f"{stage}-counts",
+            table=[{"count": key, "value": value} for key, value in sorted(manifest.counts.items())],
+            description=f"Counts of {stage} run {manifest.run_id}",
+        )
 
 
 def outcomes_to_json(outcomes: list[StageOutcome]) -> list[dict[str, Any]]:

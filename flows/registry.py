@@ -9,6 +9,7 @@ from prefect import Flow
 FLOWS: dict[str, str] = {
     "reproduce": "flows.reproduce:reproduce_flow",
     "catalog-verify": "flows.catalog_verify:catalog_verify_flow",
+    "crawl": "flows.crawl:crawl_flow",
 }
 
 

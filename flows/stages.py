@@ -42,7 +42,13 @@ class StageSpec:
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in [
-        StageSpec("crawl", "search Google and Naver, download raw images with provenance"),
+        StageSpec(
+            "crawl",
+            "search Google and Naver, download raw images with provenance",
+            module="crawling.stage",
+            config_class="CrawlConfig",
+            packages=("data_catalog", "crawling"),
+        ),
         StageSpec("align", "detect, landmark, FFHQ-align, filter and deduplicate faces", ("crawl",)),
         StageSpec("shard", "write versioned WebDataset shards, splits and the dataset card", ("align",)),
         StageSpec("train-stylegan2", "train the 256 px StyleGAN2 generator", ("shard",)),

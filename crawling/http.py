@@ -1,0 +1,244 @@
+"""The polite HTTP client every crawler request goes through.
+
+One place for: the honest user agent, per-host and global concurrency and rate limits, robots.txt (RFC
+9309, cached per host), X-Robots-Tag opt-outs, scheme and opt-out checks on every redirect hop, retries
+with backoff that honour Retry-After, connect/read/total timeouts and a hard cap on response size.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import threading
+import time
+import urllib.robotparser
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from crawling.config import HttpConfig
+from crawling.optout import OptOutRegistry
+
+RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+
+
+@dataclass
+class Response:
+    """What a fetch ended with. `body` is the payload when ok, or the start of an API's error payload."""
+
+    status: str  # ok | failed | skipped
+    reason: str | None
+    url: str  # final URL after redirects
+    http_status: int | None = None
+    content_type: str | None = None
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    attempts: int = 0
+
+
+class _RateLimiter:
+    """Spaces request starts at least 1/rate seconds apart (0 = no limit)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            time.sleep(start - now)
+
+
+class _Host:
+    def __init__(self, connections: int, rate: float) -> None:
+        self.slots = threading.BoundedSemaphore(connections)
+        self.rate = _RateLimiter(rate)
+        self.robots: urllib.robotparser.RobotFileParser | None = None
+        self.robots_lock = threading.Lock()
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class PoliteClient:
+    def __init__(self, config: HttpConfig, optout: OptOutRegistry | None = None) -> None:
+        self.config = config
+        self.optout = optout or OptOutRegistry()
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=64, pool_maxsize=max(config.threads, 8), max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update({"User-Agent": config.user_agent, "Accept-Encoding": "identity"})
+        self._hosts: dict[str, _Host] = {}
+        self._hosts_lock = threading.Lock()
+        self._global_rate = _RateLimiter(config.global_rate)
+
+    def close(self) -> None:
+        self.session.close()
+
+    # hosts and robots ---------------------------------------------------------------------------
+    def _host(self, url: str) -> _Host:
+        key = urlsplit(url).netloc.lower()
+        with self._hosts_lock:
+            if key not in self._hosts:
+                self._hosts[key] = _Host(self.config.per_host_connections, self.config.per_host_rate)
+            return self._hosts[key]
+
+    @contextmanager
+    def _slot(self, url: str) -> Iterator[None]:
+        host = self._host(url)
+        with host.slots:
+            host.rate.wait()
+            self._global_rate.wait()
+            yield
+
+    def robots_allows(self, url: str) -> bool:
+        """RFC 9309: 4xx = no rules (allowed), 5xx or unreachable = everything disallowed."""
+        host = self._host(url)
+        with host.robots_lock:
+            if host.robots is None:
+                parts = urlsplit(url)
+                parser = urllib.robotparser.RobotFileParser()
+                robots_url = f"{parts.scheme}://{parts.netloc}/robots.txt"
+                try:
+                    with self._slot(url):
+                        response = self.session.get(
+                            robots_url, timeout=(self.config.connect_timeout, self.config.read_timeout)
+                        )
+                    if response.status_code >= 500:
+                        parser.disallow_all = True
+                    elif response.status_code >= 400:
+                        parser.allow_all = True
+                    else:
+                        parser.parse(response.text[:500_000].splitlines())
+                except requests.RequestException:
+                    parser.disallow_all = True
+                host.robots = parser
+            return host.robots.can_fetch(self.config.robots_token, url)
+
+    # checks ---------------------------------------------------------------------------------------
+    def refusal(self, url: str, check_robots: bool) -> tuple[str, str] | None:
+        """(status, reason) if `url` must not be requested, else None. Run on every redirect hop."""
+        if urlsplit(url).scheme.lower() not in ("http", "https"):
+            return "skipped", "unsupported_scheme"
+        if not urlsplit(url).hostname:
+            return "failed", "invalid_url"
+        if reason := self.optout.blocks_url(url):
+            return "skipped", reason
+        if check_robots and self.config.respect_robots and not self.robots_allows(url):
+            return "skipped", "robots_disallowed"
+        return None
+
+    def _x_robots_block(self, headers: requests.structures.CaseInsensitiveDict) -> str | None:
+        tokens: set[str] = set()
+        for value in headers.get("X-Robots-Tag", "").split(","):
+            # Directives may be scoped to a user agent: "sdgan-pipeline: noai".
+            agent, sep, directive = value.strip().rpartition(":")
+            if sep and agent.strip().lower() not in ("", self.config.robots_token.lower()):
+                continue
+            tokens.add((directive if sep else value).strip().lower())
+        blocked = tokens & {t.lower() for t in self.config.x_robots_tag_blocks}
+        return f"x_robots_tag_{sorted(blocked)[0]}" if blocked else None
+
+    def _content_type_allowed(self, content_type: str) -> bool:
+        return any(content_type.startswith(prefix) for prefix in self.config.allowed_content_types)
+
+    # fetching -------------------------------------------------------------------------------------
+    def fetch(self, url: str, headers: dict[str, str] | None = None, *, image: bool = True, params: dict | None = None) -> Response:
+        """GET `url` with every policy applied. `image=False` (search pages, API calls) skips robots,
+        X-Robots-Tag and the content-type rule, which concern the images we keep."""
+        cfg = self.config
+        attempts, hops = 0, 0
+        last = Response("failed", "no_attempt", url)
+        while attempts < cfg.max_attempts:
+            if refused := self.refusal(url, check_robots=image):
+                return Response(refused[0], refused[1], url, attempts=attempts)
+            attempts += 1
+            retry_after: float | None = None
+            try:
+                with self._slot(url):
+                    last = self._get_once(url, headers, image, params)
+            except requests.exceptions.Timeout:
+                last = Response("failed", "timeout", url)
+            except requests.exceptions.TooManyRedirects:
+                last = Response("failed", "too_many_redirects", url)
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
+                last = Response("failed", "truncated", url)
+            except requests.exceptions.ConnectionError:
+                last = Response("failed", "connection_error", url)
+            except requests.exceptions.RequestException as exc:
+                last = Response("failed", f"request_error:{type(exc).__name__}", url)
+            last.attempts = attempts
+            if last.reason == "redirect":
+                hops += 1
+                attempts -= 1  # following a redirect is not a retry
+                if hops > cfg.max_redirects:
+                    return Response("failed", "too_many_redirects", url, last.http_status, attempts=attempts)
+                url = last.url
+                continue
+            if last.status != "failed" or last.reason not in {"timeout", "connection_error", "truncated", "retryable_status"}:
+                return last
+            retry_after = _retry_after_seconds(last.headers.get("retry-after"))
+            if retry_after is not None and retry_after > cfg.max_retry_after:
+                last.reason = f"http_{last.http_status}"
+                return last
+            if attempts < cfg.max_attempts:
+                time.sleep(retry_after if retry_after is not None else cfg.backoff_seconds * 2 ** (attempts - 1))
+        if last.reason == "retryable_status":
+            last.reason = f"http_{last.http_status}"
+        return last
+
+    def _get_once(self, url: str, headers: dict[str, str] | None, image: bool, params: dict | None) -> Response:
+        cfg = self.config
+        started = time.monotonic()
+        with self.session.get(url, headers=headers, params=params, stream=True, allow_redirects=False,
+                              timeout=(cfg.connect_timeout, cfg.read_timeout)) as response:
+            status = response.status_code
+            kept = {k.lower(): v for k, v in response.headers.items() if k.lower() in ("retry-after", "content-type", "x-robots-tag", "location")}
+            if 300 <= status < 400 and status != 304 and response.headers.get("Location"):
+                return Response("failed", "redirect", urljoin(url, response.headers["Location"]), status, headers=kept)
+            if status in RETRYABLE_STATUS:
+                return Response("failed", "retryable_status", url, status, headers=kept)
+            if status != 200:
+                # API error payloads explain themselves (bad key, quota): keep a little of them.
+                error_body = None if image else response.raw.read(65536, decode_content=True)
+                return Response("failed", f"http_{status}", url, status, headers=kept, body=error_body)
+            content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if image and (blocked := self._x_robots_block(response.headers)):
+                return Response("skipped", blocked, url, status, content_type, headers=kept)
+            if image and not self._content_type_allowed(content_type):
+                return Response("failed", "content_type", url, status, content_type, headers=kept)
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > cfg.max_bytes:
+                return Response("failed", "too_large", url, status, content_type, headers=kept)
+            chunks, size = [], 0
+            for chunk in response.iter_content(chunk_size=65536):
+                size += len(chunk)
+                if size > cfg.max_bytes:
+                    return Response("failed", "too_large", url, status, content_type, headers=kept)
+                if time.monotonic() - started > cfg.total_timeout:
+                    return Response("failed", "timeout", url, status, content_type, headers=kept)
+                chunks.append(chunk)
+            body = b"".join(chunks)
+            if declared and declared.isdigit() and len(body) < int(declared):
+                return Response("failed", "truncated", url, status, content_type, headers=kept)
+            return Response("ok", None, url, status, content_type, body, kept)

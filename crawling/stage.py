@@ -1,0 +1,339 @@
+"""The crawl stage: query plan -> search pages -> polite downloads -> blobs + catalog rows.
+
+Resumable at any point: finished rows go to a per-run journal before Parquet, queries are marked done
+only after all their downloads finished, and a rerun first recovers what killed runs journaled, then
+searches only unfinished queries and fetches only URLs with no recorded outcome.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from crawling.config import CrawlConfig
+from crawling.http import PoliteClient
+from crawling.journal import Journal, read_journal, read_queries_done
+from crawling.optout import OptOutRegistry
+from crawling.plan import Query, queries_frame, urls_query
+from crawling.sources import SearchError, SearchSource, make_source
+from crawling.sources.base import Result
+from crawling.sources.urls import read_url_list
+from crawling.state import Outcome, UrlBook, latest_candidates
+from crawling.validate import check_image
+from data_catalog.atomic import atomic_write_text
+from data_catalog.hashing import sha256_bytes
+from data_catalog.manifest import Manifest, TableOutput, table_digest
+from data_catalog.runs import StageRun, finished_run_ids, record_interrupted, stage_run
+from data_catalog.schemas import TABLE_SCHEMAS
+from data_catalog.workspace import Workspace
+
+STAGE = "crawl"
+CANDIDATE_COLUMNS = [n for n in TABLE_SCHEMAS["candidates"].names if n != "run_id"]
+STATE_COLUMNS = ["url", "query_id", "status", "sha256"]
+EMULATOR_CREDENTIALS = {"google-api": ("emulator-key", "emulator-cx"), "naver-api": ("emulator-id", "emulator-secret")}
+log = logging.getLogger(__name__)
+
+
+class CrawlError(RuntimeError):
+    pass
+
+
+# rows ---------------------------------------------------------------------------------------------
+class RowWriter:
+    """Journal first (survives kill -9), then Parquet in batches of `flush_every` rows."""
+
+    def __init__(self, run: StageRun, journal: Journal, flush_every: int) -> None:
+        self.run, self.journal, self.flush_every = run, journal, flush_every
+        self._buffers: dict[str, list[dict[str, Any]]] = {"images": [], "candidates": []}
+        self._lock = threading.Lock()
+
+    def add(self, table: str, row: dict[str, Any]) -> None:
+        self.journal.write(table, row)
+        with self._lock:
+            self._buffers[table].append(row)
+            if len(self._buffers[table]) >= self.flush_every:
+                self._flush(table)
+
+    def _flush(self, table: str) -> None:
+        rows, self._buffers[table] = self._buffers[table], []
+        if rows:
+            self.run.append(table, _frame(table, rows))
+
+    def flush(self) -> None:
+        with self._lock:
+            for table in ("images", "candidates"):  # images first: a candidate never points at nothing
+                self._flush(table)
+
+
+def _frame(table: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    if "fetched_at" in frame.columns:
+        frame["fetched_at"] = pd.to_datetime(frame["fetched_at"], utc=True)
+    return frame
+
+
+def recover_interrupted(ws: Workspace) -> int:
+    """Append journaled rows of killed crawl runs that never reached Parquet; give those runs a row."""
+    folder = ws.root / "runs" / STAGE
+    if not folder.is_dir():
+        return 0
+    finished = finished_run_ids(ws)
+    recovered = 0
+    for run_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in finished and (p / "config.json").is_file()):
+        rows: dict[str, list[dict[str, Any]]] = {"images": [], "candidates": []}
+        for table, row in read_journal(run_dir):
+            rows[table].append(row)
+        existing_images = set(ws.table("images", columns=["run_id", "sha256"]).query("run_id == @run_dir.name")["sha256"])
+        existing_pairs = set(map(tuple, ws.table("candidates", columns=["run_id", "url", "query_id"])
+                                 .query("run_id == @run_dir.name")[["url", "query_id"]].to_numpy().tolist()))
+        missing_images = [r for r in rows["images"] if r["sha256"] not in existing_images]
+        missing_candidates = [r for r in rows["candidates"] if (r["url"], r["query_id"]) not in existing_pairs]
+        for table, missing in (("images", missing_images), ("candidates", missing_candidates)):
+            if missing:
+                ws.append(table, _frame(table, missing), run_dir.name)
+        count = len(missing_images) + len(missing_candidates)
+        record_interrupted(ws, STAGE, run_dir.name, f"interrupted; {count} journaled rows recovered by a later run")
+        recovered += count
+    return recovered
+
+
+# fetching -------------------------------------------------------------------------------------------
+class Crawl:
+    """One crawl run's shared state: client, URL book, writer, download pool, counters."""
+
+    def __init__(self, ws: Workspace, config: CrawlConfig, run: StageRun, sources: dict[str, SearchSource]) -> None:
+        self.ws, self.config, self.run, self.sources = ws, config, run, sources
+        self.optout = OptOutRegistry.load(config.optout)
+        self.client = PoliteClient(config.http, self.optout)
+        known_images = set(ws.table("images", columns=["sha256"])["sha256"])
+        self.book = UrlBook(latest_candidates(ws), known_images, config.retry_failed)
+        self.journal = Journal(run.dir)
+        self.writer = RowWriter(run, self.journal, config.flush_every)
+        self.downloads = ThreadPoolExecutor(config.http.threads, thread_name_prefix="download")
+        self.in_flight = threading.BoundedSemaphore(config.http.threads * 4)  # flat memory however many URLs
+        self.counts: Counter[str] = Counter()
+        self.search_errors: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        self.progress = tqdm(desc="crawl", unit="url", disable=None, dynamic_ncols=True)
+
+    def close(self) -> None:
+        self.downloads.shutdown(wait=True)
+        self.writer.flush()
+        self.journal.close()
+        self.client.close()
+        self.progress.close()
+
+    def fetch_image(self, url: str) -> Outcome:
+        response = self.client.fetch(url)
+        if response.status != "ok" or response.body is None:
+            return Outcome(response.status, response.reason, response.http_status, content_type=response.content_type)
+        body, rules = response.body, self.config.images
+        check = check_image(body, rules.min_side, rules.max_pixels, set(rules.formats))
+        common = {"http_status": response.http_status, "bytes": len(body), "content_type": response.content_type,
+                  "width": check.width, "height": check.height}
+        if not check.ok:
+            return Outcome("failed", check.reason, **common)
+        sha = sha256_bytes(body)
+        if reason := self.optout.blocks_sha256(sha):
+            return Outcome("skipped", reason, **common)
+        self.ws.blobs.put(body, check.ext)
+        if self.book.new_image(sha):
+            self.writer.add("images", {"sha256": sha, "format": check.format, "width": check.width,
+                                       "height": check.height, "bytes": len(body)})
+            return Outcome("ok", None, sha256=sha, **common)
+        return Outcome("ok", "duplicate_content", sha256=sha, **common)
+
+    def process(self, query: Query, result: Result) -> None:
+        """Resolve one (query, url) pair to an outcome (fetching at most once per URL) and record it."""
+        try:
+            known, future, mine = self.book.claim(result.url)
+            if mine:
+                assert future is not None
+                try:
+                    outcome = self.fetch_image(result.url)
+                except Exception as exc:  # a bug or an OS error must not lose the row
+                    log.exception("fetching %s", result.url)
+                    outcome = Outcome("failed", f"error:{type(exc).__name__}")
+                self.book.settle(result.url, outcome)
+            elif known is not None:
+                outcome = known if known.status != "ok" or known.reason else Outcome(**{**known.__dict__, "reason": "duplicate_url"})
+            else:
+                outcome = future.result()
+                outcome = Outcome(**{**outcome.__dict__, "reason": outcome.reason or "duplicate_url"}) if outcome.status == "ok" else outcome
+            self.record(query, result, outcome)
+        finally:
+            self.in_flight.release()
+
+    def record(self, query: Query, result: Result, outcome: Outcome) -> None:
+        row = {"url": result.url, "engine": query.engine, "query_id": query.query_id, "page": result.page,
+               "rank": result.rank, "page_url": result.page_url, "title": result.title, "licence": result.licence,
+               **outcome.__dict__, "fetched_at": pd.Timestamp.now(tz="UTC")}
+        self.writer.add("candidates", row)
+        with self._lock:
+            self.counts[f"status_{outcome.status}"] += 1
+            if outcome.reason:
+                self.counts[f"reason_{outcome.reason}"] += 1
+            self.progress.update()
+            self.progress.set_postfix(ok=self.counts["status_ok"], failed=self.counts["status_failed"],
+                                      skipped=self.counts["status_skipped"], refresh=False)
+
+    def submit(self, query: Query, result: Result) -> Future | None:
+        with self._lock:
+            pair = (result.url, query.query_id)
+            if pair in self.book.pairs and not self.config.retry_failed:
+                return None  # recorded for this query by an earlier run, or twice in its results
+            self.book.pairs.add(pair)
+        self.in_flight.acquire()
+        return self.downloads.submit(self.process, query, result)
+
+    def search(self, query: Query) -> None:
+        """All pages of one query, then wait for its downloads, then mark it done (resume unit)."""
+        source = self.sources[query.engine]
+        limit = min(query.max_results, self.config.max_per_query or query.max_results)
+        futures: list[Future] = []
+        seen = 0
+        try:
+            for page in source.pages(query, limit):
+                response = self.client.fetch(page.url, page.headers, image=False, params=page.params)
+                if response.status != "ok" or response.body is None:
+                    detail = source.error_message(response.body) or ""
+                    raise SearchError(f"{response.reason} {detail}".strip())
+                results = source.parse(response.body, page)
+                for result in results[: limit - seen]:
+                    if (future := self.submit(query, result)) is not None:
+                        futures.append(future)
+                seen += len(results)
+                if not results or seen >= limit:
+                    break
+        except (SearchError, ValueError) as exc:
+            with self._lock:
+                self.counts["search_errors"] += 1
+                self.search_errors.append({"query_id": query.query_id, "engine": query.engine,
+                                           "keyword": query.keyword, "error": str(exc)})
+            log.warning("search %s %r failed: %s", query.engine, query.keyword, exc)
+            wait(futures)
+            return
+        wait(futures)
+        self.journal.query_done(query.query_id)
+        with self._lock:
+            self.counts["queries_done"] += 1
+
+    def ingest(self, query: Query, results: Iterable[Result]) -> None:
+        futures = [f for r in results if (f := self.submit(query, r)) is not None]
+        wait(futures)
+
+    def retry_failed(self) -> None:
+        """Fetch again every URL whose latest outcome is failed, keeping its original provenance."""
+        latest = latest_candidates(self.ws)
+        failed = latest[latest["status"] == "failed"]
+        queries = self.ws.table("queries").drop_duplicates("query_id").set_index("query_id")
+        futures = []
+        for row in failed.to_dict("records"):
+            q = queries.loc[row["query_id"]] if row["query_id"] in queries.index else None
+            query = Query(row["query_id"], "", row["engine"], q["attribute"] if q is not None else "unknown",
+                          q["keyword"] if q is not None else "", "und", None, 0)
+            result = Result(url=row["url"], rank=_int(row["rank"]), page=_int(row["page"]), page_url=_str(row["page_url"]),
+                            title=_str(row["title"]), licence=_str(row["licence"]))
+            if (future := self.submit(query, result)) is not None:
+                futures.append(future)
+        wait(futures)
+
+
+def _int(value: Any) -> int:
+    return 0 if pd.isna(value) else int(value)
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None or pd.isna(value) else str(value)
+
+
+# the stage ------------------------------------------------------------------------------------------
+def _register_queries(ws: Workspace, run: StageRun, queries: list[Query]) -> None:
+    known = set(ws.table("queries", columns=["query_id", "plan_hash"]).itertuples(index=False, name=None))
+    new = [q for q in queries if (q.query_id, q.plan_hash) not in known]
+    if new:
+        ws.append("queries", queries_frame(new), run.run_id)
+
+
+def _done_queries(ws: Workspace) -> set[str]:
+    folder = ws.root / "runs" / STAGE
+    done: set[str] = set()
+    if folder.is_dir():
+        for run_dir in folder.iterdir():
+            done |= read_queries_done(run_dir)
+    return done
+
+
+def _make_sources(config: CrawlConfig, endpoints: dict[str, str], emulated: bool) -> dict[str, SearchSource]:
+    sources = {}
+    for engine in config.sources:
+        if engine == "urls":
+            continue
+        source = make_source(engine, endpoints.get(engine), EMULATOR_CREDENTIALS.get(engine) if emulated else None)
+        sources[engine] = source
+    return sources
+
+
+def _state_outputs(ws: Workspace, run: StageRun, query_ids: set[str]) -> None:
+    """Describe the crawl's cumulative result (not just this run's rows): that is what align consumes."""
+    latest = latest_candidates(ws)
+    mine = latest[latest["query_id"].isin(query_ids)]
+    run.manifest.tables["candidates"] = TableOutput(table="candidates", rows=len(mine), digest=table_digest(mine, STATE_COLUMNS))
+    images = mine.loc[mine["status"] == "ok", ["sha256"]].drop_duplicates()
+    run.manifest.tables["images"] = TableOutput(table="images", rows=len(images), digest=table_digest(images, ["sha256"]))
+
+
+def run(config: CrawlConfig, workspace: Workspace, inputs: list[Manifest] | tuple = ()) -> Manifest:
+    recovered = recover_interrupted(workspace)
+    with ExitStack() as stack:
+        endpoints = dict(config.endpoints)
+        if config.emulator is not None:
+            from crawling.emulator_support import start_emulator
+
+            emulator = stack.enter_context(start_emulator(config.emulator, workspace))
+            endpoints = {**emulator.endpoints, **endpoints}
+        sources = _make_sources(config, endpoints, emulated=config.emulator is not None)
+        with stage_run(workspace, STAGE, config, inputs, packages=("data_catalog", "crawling")) as run_ctx:
+            crawl = Crawl(workspace, config, run_ctx, sources)
+            try:
+                queries = config.plan.queries(config.sources) if config.plan else []
+                url_query = urls_query(config.plan.hash if config.plan else "none", Path(config.urls).name) if config.urls and "urls" in config.sources else None
+                _register_queries(workspace, run_ctx, queries + ([url_query] if url_query else []))
+                if config.retry_failed:
+                    crawl.retry_failed()
+                else:
+                    done = _done_queries(workspace)
+                    todo = [q for q in queries if q.query_id not in done]
+                    crawl.counts["queries_skipped_done"] = len(queries) - len(todo)
+                    with ThreadPoolExecutor(config.query_workers, thread_name_prefix="search") as pool:
+                        list(pool.map(crawl.search, todo))
+                    if url_query is not None:
+                        crawl.ingest(url_query, read_url_list(config.urls))
+            finally:
+                crawl.close()
+            query_ids = {q.query_id for q in queries} | ({url_query.query_id} if url_query else set())
+            _state_outputs(workspace, run_ctx, query_ids)
+            counts = dict(crawl.counts)
+            counts.update(queries=len(query_ids), rows_recovered=recovered)
+            run_ctx.manifest.counts.update(counts)
+            stats = {"counts": counts, "search_errors": crawl.search_errors,
+                     "plan_hash": config.plan.hash if config.plan else None, "optout_hash": crawl.optout.hash,
+                     "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+            atomic_write_text(run_ctx.dir / "stats.json", json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+            attempted = sum(v for k, v in counts.items() if k.startswith("status_"))
+            if crawl.search_errors and attempted == 0 and counts.get("queries_done", 0) == 0:
+                first = crawl.search_errors[0]
+                raise CrawlError(f"every search failed ({len(crawl.search_errors)}); first: {first['engine']} "
+                                 f"{first['keyword']!r}: {first['error']}")
+    return run_ctx.manifest

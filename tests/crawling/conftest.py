@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+MASK_FILES = [f"mask{i}.jpg" for i in range(4)]
+PLAIN_FILES = [f"plain{i}.jpg" for i in range(3)] + ["plain3.png"]
+
+
+def noisy_image(seed: int, size: int = 96, fmt: str = "JPEG") -> bytes:
+    image = Image.effect_noise((size, size), 40 + seed).convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, quality=90) if fmt == "JPEG" else image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight distinct images: four match mask queries, four match plain-face queries."""
+    folder = tmp_path_factory.mktemp("corpus")
+    entries = []
+    for seed, name in enumerate(MASK_FILES + PLAIN_FILES):
+        fmt = "PNG" if name.endswith(".png") else "JPEG"
+        (folder / name).write_bytes(noisy_image(seed, fmt=fmt))
+        keywords = ["face mask", "마스크"] if name.startswith("mask") else ["face portrait", "얼굴 사진"]
+        entries.append({"file": name, "keywords": keywords, "title": f"photo {name}"})
+    (folder / "index.json").write_text(json.dumps({"images": entries}, ensure_ascii=False), encoding="utf-8")
+    return folder
