@@ -136,15 +136,17 @@ class PoliteClient:
             return host.robots.can_fetch(self.config.robots_token, url)
 
     # checks ---------------------------------------------------------------------------------------
-    def refusal(self, url: str, check_robots: bool) -> tuple[str, str] | None:
-        """(status, reason) if `url` must not be requested, else None. Run on every redirect hop."""
+    def refusal(self, url: str, image: bool) -> tuple[str, str] | None:
+        """(status, reason) if `url` must not be requested, else None. Run on every redirect hop.
+
+        Opt-outs and robots.txt concern the images we keep, not the search pages that list them."""
         if urlsplit(url).scheme.lower() not in ("http", "https"):
             return "skipped", "unsupported_scheme"
         if not urlsplit(url).hostname:
             return "failed", "invalid_url"
-        if reason := self.optout.blocks_url(url):
+        if image and (reason := self.optout.blocks_url(url)):
             return "skipped", reason
-        if check_robots and self.config.respect_robots and not self.robots_allows(url):
+        if image and self.config.respect_robots and not self.robots_allows(url):
             return "skipped", "robots_disallowed"
         return None
 
@@ -170,7 +172,7 @@ class PoliteClient:
         attempts, hops = 0, 0
         last = Response("failed", "no_attempt", url)
         while attempts < cfg.max_attempts:
-            if refused := self.refusal(url, check_robots=image):
+            if refused := self.refusal(url, image):
                 return Response(refused[0], refused[1], url, attempts=attempts)
             attempts += 1
             retry_after: float | None = None

@@ -114,3 +114,10 @@ def workspace(tmp_path: Path):
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.crawl_corpus import write_corpus
+
+    return write_corpus(tmp_path_factory.mktemp("corpus"))

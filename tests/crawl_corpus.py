@@ -1,10 +1,11 @@
+"""A small corpus of distinct images for crawl tests (served by the loopback emulator)."""
+
 from __future__ import annotations
 
 import io
 import json
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 MASK_FILES = [f"mask{i}.jpg" for i in range(4)]
@@ -14,14 +15,15 @@ PLAIN_FILES = [f"plain{i}.jpg" for i in range(3)] + ["plain3.png"]
 def noisy_image(seed: int, size: int = 96, fmt: str = "JPEG") -> bytes:
     image = Image.effect_noise((size, size), 40 + seed).convert("RGB")
     buffer = io.BytesIO()
-    image.save(buffer, fmt, quality=90) if fmt == "JPEG" else image.save(buffer, fmt)
+    if fmt == "JPEG":
+        image.save(buffer, fmt, quality=90)
+    else:
+        image.save(buffer, fmt)
     return buffer.getvalue()
 
 
-@pytest.fixture(scope="session")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def write_corpus(folder: Path) -> Path:
     """Eight distinct images: four match mask queries, four match plain-face queries."""
-    folder = tmp_path_factory.mktemp("corpus")
     entries = []
     for seed, name in enumerate(MASK_FILES + PLAIN_FILES):
         fmt = "PNG" if name.endswith(".png") else "JPEG"
