@@ -57,7 +57,8 @@ class CrawlConfig(StageConfig):
     urls: str | None = None  # txt (one URL a line), csv or parquet with a `url` column; for source "urls"
     endpoints: dict[str, str] = {}  # per-engine base URL overrides
     max_per_query: int | None = Field(default=None, ge=1)  # caps the plan's max_per_query
-    query_workers: int = Field(default=4, ge=1)  # queries searched at once
+    query_workers: int = Field(default=4, ge=1)  # queries searched at once within a task
+    queries_per_task: int = Field(default=1, ge=1)  # when a flow fans out: queries per Prefect task
     retry_failed: bool = False  # fetch again the URLs whose last attempt failed
     optout: str | None = None  # opt-out registry file
     flush_every: int = Field(default=256, ge=1)  # rows per Parquet batch

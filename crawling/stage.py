@@ -12,8 +12,9 @@ import json
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,14 @@ from tqdm import tqdm
 
 from crawling.config import CrawlConfig
 from crawling.http import PoliteClient
-from crawling.journal import Journal, read_journal, read_queries_done
+from crawling.journal import JOURNAL, QUERIES_DONE, Journal, read_journal, read_queries_done
 from crawling.optout import OptOutRegistry
 from crawling.plan import Query, queries_frame, urls_query
 from crawling.sources import SearchError, SearchSource, make_source
 from crawling.sources.base import Result
 from crawling.sources.urls import read_url_list
 from crawling.state import Outcome, UrlBook, latest_candidates
-from crawling.validate import check_image
+from crawling.validate import EXTENSIONS, check_image
 from data_catalog.atomic import atomic_write_text
 from data_catalog.hashing import sha256_bytes
 from data_catalog.manifest import Manifest, TableOutput, table_digest
@@ -41,6 +42,7 @@ from data_catalog.workspace import Workspace
 STAGE = "crawl"
 CANDIDATE_COLUMNS = [n for n in TABLE_SCHEMAS["candidates"].names if n != "run_id"]
 STATE_COLUMNS = ["url", "query_id", "status", "sha256"]
+FORMATS_BY_EXT = {ext: fmt for fmt, ext in EXTENSIONS.items()}
 EMULATOR_CREDENTIALS = {"google-api": ("emulator-key", "emulator-cx"), "naver-api": ("emulator-id", "emulator-secret")}
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,9 @@ class CrawlError(RuntimeError):
 class RowWriter:
     """Journal first (survives kill -9), then Parquet in batches of `flush_every` rows."""
 
-    def __init__(self, run: StageRun, journal: Journal, flush_every: int) -> None:
-        self.run, self.journal, self.flush_every = run, journal, flush_every
-        self._buffers: dict[str, list[dict[str, Any]]] = {"images": [], "candidates": []}
+    def __init__(self, ws: Workspace, run_id: str, journal: Journal, flush_every: int) -> None:
+        self.ws, self.run_id, self.journal, self.flush_every = ws, run_id, journal, flush_every
+        self._buffers: dict[str, list[dict[str, Any]]] = {"candidates": []}
         self._lock = threading.Lock()
 
     def add(self, table: str, row: dict[str, Any]) -> None:
@@ -68,11 +70,11 @@ class RowWriter:
     def _flush(self, table: str) -> None:
         rows, self._buffers[table] = self._buffers[table], []
         if rows:
-            self.run.append(table, _frame(table, rows))
+            self.ws.append(table, _frame(table, rows), self.run_id)
 
     def flush(self) -> None:
         with self._lock:
-            for table in ("images", "candidates"):  # images first: a candidate never points at nothing
+            for table in self._buffers:
                 self._flush(table)
 
 
@@ -84,25 +86,21 @@ def _frame(table: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def recover_interrupted(ws: Workspace) -> int:
-    """Append journaled rows of killed crawl runs that never reached Parquet; give those runs a row."""
+    """Append journaled candidates of killed crawl runs that never reached Parquet; give those runs a row."""
     folder = ws.root / "runs" / STAGE
     if not folder.is_dir():
         return 0
     finished = finished_run_ids(ws)
     recovered = 0
     for run_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in finished and (p / "config.json").is_file()):
-        rows: dict[str, list[dict[str, Any]]] = {"images": [], "candidates": []}
-        for table, row in read_journal(run_dir):
-            rows[table].append(row)
-        existing_images = set(ws.table("images", columns=["run_id", "sha256"]).query("run_id == @run_dir.name")["sha256"])
-        existing_pairs = set(map(tuple, ws.table("candidates", columns=["run_id", "url", "query_id"])
-                                 .query("run_id == @run_dir.name")[["url", "query_id"]].to_numpy().tolist()))
-        missing_images = [r for r in rows["images"] if r["sha256"] not in existing_images]
-        missing_candidates = [r for r in rows["candidates"] if (r["url"], r["query_id"]) not in existing_pairs]
-        for table, missing in (("images", missing_images), ("candidates", missing_candidates)):
-            if missing:
-                ws.append(table, _frame(table, missing), run_dir.name)
-        count = len(missing_images) + len(missing_candidates)
+        journaled = [row for batch_dir in sorted({p.parent for p in run_dir.rglob(JOURNAL)})
+                     for table, row in read_journal(batch_dir) if table == "candidates"]
+        existing = ws.table("candidates", columns=["run_id", "url", "query_id"])
+        existing_pairs = set(existing.loc[existing["run_id"] == run_dir.name, ["url", "query_id"]].itertuples(index=False, name=None))
+        missing = [r for r in journaled if (r["url"], r["query_id"]) not in existing_pairs]
+        if missing:
+            ws.append("candidates", _frame("candidates", missing), run_dir.name)
+        count = len(missing)
         record_interrupted(ws, STAGE, run_dir.name, f"interrupted; {count} journaled rows recovered by a later run")
         recovered += count
     return recovered
@@ -112,14 +110,14 @@ def recover_interrupted(ws: Workspace) -> int:
 class Crawl:
     """One crawl run's shared state: client, URL book, writer, download pool, counters."""
 
-    def __init__(self, ws: Workspace, config: CrawlConfig, run: StageRun, sources: dict[str, SearchSource]) -> None:
-        self.ws, self.config, self.run, self.sources = ws, config, run, sources
+    def __init__(self, ws: Workspace, config: CrawlConfig, run_id: str, folder: Path, sources: dict[str, SearchSource]) -> None:
+        self.ws, self.config, self.run_id, self.sources = ws, config, run_id, sources
         self.optout = OptOutRegistry.load(config.optout)
         self.client = PoliteClient(config.http, self.optout)
         known_images = set(ws.table("images", columns=["sha256"])["sha256"])
         self.book = UrlBook(latest_candidates(ws), known_images, config.retry_failed)
-        self.journal = Journal(run.dir)
-        self.writer = RowWriter(run, self.journal, config.flush_every)
+        self.journal = Journal(folder)
+        self.writer = RowWriter(ws, run_id, self.journal, config.flush_every)
         self.downloads = ThreadPoolExecutor(config.http.threads, thread_name_prefix="download")
         self.in_flight = threading.BoundedSemaphore(config.http.threads * 4)  # flat memory however many URLs
         self.counts: Counter[str] = Counter()
@@ -147,12 +145,8 @@ class Crawl:
         sha = sha256_bytes(body)
         if reason := self.optout.blocks_sha256(sha):
             return Outcome("skipped", reason, **common)
-        self.ws.blobs.put(body, check.ext)
-        if self.book.new_image(sha):
-            self.writer.add("images", {"sha256": sha, "format": check.format, "width": check.width,
-                                       "height": check.height, "bytes": len(body)})
-            return Outcome("ok", None, sha256=sha, **common)
-        return Outcome("ok", "duplicate_content", sha256=sha, **common)
+        self.ws.blobs.put(body, check.ext)  # the `images` row follows from the candidate (reconcile_images)
+        return Outcome("ok", None if self.book.new_image(sha) else "duplicate_content", sha256=sha, **common)
 
     def process(self, query: Query, result: Result) -> None:
         """Resolve one (query, url) pair to an outcome (fetching at most once per URL) and record it."""
@@ -270,8 +264,8 @@ def _done_queries(ws: Workspace) -> set[str]:
     folder = ws.root / "runs" / STAGE
     done: set[str] = set()
     if folder.is_dir():
-        for run_dir in folder.iterdir():
-            done |= read_queries_done(run_dir)
+        for marker in folder.rglob(QUERIES_DONE):
+            done |= read_queries_done(marker.parent)
     return done
 
 
@@ -294,7 +288,81 @@ def _state_outputs(ws: Workspace, run: StageRun, query_ids: set[str]) -> None:
     run.manifest.tables["images"] = TableOutput(table="images", rows=len(images), digest=table_digest(images, ["sha256"]))
 
 
-def run(config: CrawlConfig, workspace: Workspace, inputs: list[Manifest] | tuple = ()) -> Manifest:
+def reconcile_images(ws: Workspace, run_id: str) -> int:
+    """One `images` row per stored blob that an ok candidate references and the table lacks.
+
+    Written by the stage alone, after its tasks: tasks in other processes never race on it, and a run
+    killed before this point is completed by the next run.
+    """
+    candidates = ws.table("candidates", columns=["status", "sha256", "width", "height", "bytes"])
+    ok = candidates[(candidates["status"] == "ok") & candidates["sha256"].notna()].drop_duplicates("sha256")
+    known = set(ws.table("images", columns=["sha256"])["sha256"])
+    missing = ok[~ok["sha256"].isin(known)]
+    if missing.empty:
+        return 0
+    formats = [FORMATS_BY_EXT.get(ws.blobs.path(sha).suffix.lstrip("."), "unknown") for sha in missing["sha256"]]
+    rows = missing.assign(format=formats)[["sha256", "format", "width", "height", "bytes"]]
+    ws.append("images", rows.reset_index(drop=True), run_id)
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A picklable unit of crawl work (one Prefect task when the flow fans out)."""
+
+    workspace: str
+    config_json: str  # the resolved config, endpoints included
+    emulated: bool
+    run_id: str
+    index: int
+    queries: list[dict[str, Any]] = field(default_factory=list)  # Query fields
+    retry_failed: bool = False
+    url_list: dict[str, Any] | None = None  # the URL-list pseudo-query
+
+
+def crawl_batch(batch: Batch) -> dict[str, Any]:
+    """Search and download one batch of queries; returns its counts and search errors."""
+    ws = Workspace(batch.workspace, create=False)
+    config = CrawlConfig.model_validate_json(batch.config_json)
+    sources = _make_sources(config, config.endpoints, batch.emulated)
+    folder = ws.run_dir(STAGE, batch.run_id) / f"batch-{batch.index:05d}"
+    crawl = Crawl(ws, config, batch.run_id, folder, sources)
+    try:
+        if batch.retry_failed:
+            crawl.retry_failed()
+        queries = [Query(**q) for q in batch.queries]
+        with ThreadPoolExecutor(config.query_workers, thread_name_prefix="search") as pool:
+            list(pool.map(crawl.search, queries))
+        if batch.url_list is not None:
+            crawl.ingest(Query(**batch.url_list), read_url_list(config.urls))
+    finally:
+        crawl.close()
+    return {"counts": dict(crawl.counts), "search_errors": crawl.search_errors}
+
+
+MapBatches = Callable[[Callable[[Batch], dict[str, Any]], list[Batch]], list[dict[str, Any]]]
+
+
+def _in_process(fn: Callable[[Batch], dict[str, Any]], batches: list[Batch]) -> list[dict[str, Any]]:
+    return [fn(b) for b in batches]
+
+
+def _batches(config: CrawlConfig, ws: Workspace, run_id: str, queries: list[Query], url_query: Query | None,
+             emulated: bool, fan_out: bool) -> list[Batch]:
+    common = {"workspace": str(ws.root), "config_json": config.model_dump_json(), "emulated": emulated, "run_id": run_id}
+    if config.retry_failed:
+        return [Batch(**common, index=0, retry_failed=True)]
+    rows = [q.__dict__ for q in queries]
+    size = config.queries_per_task if fan_out else max(1, len(rows))
+    batches = [Batch(**common, index=i, queries=rows[start:start + size]) for i, start in enumerate(range(0, len(rows), size))]
+    if url_query is not None:
+        batches.append(Batch(**common, index=len(batches), url_list=url_query.__dict__))
+    return batches
+
+
+def run(config: CrawlConfig, workspace: Workspace, inputs: list[Manifest] | tuple = (),
+        map_batches: MapBatches | None = None) -> Manifest:
+    """The stage. `map_batches` (from flows) runs batches as parallel tasks; default: all in this process."""
     recovered = recover_interrupted(workspace)
     with ExitStack() as stack:
         endpoints = dict(config.endpoints)
@@ -303,37 +371,37 @@ def run(config: CrawlConfig, workspace: Workspace, inputs: list[Manifest] | tupl
 
             emulator = stack.enter_context(start_emulator(config.emulator, workspace))
             endpoints = {**emulator.endpoints, **endpoints}
-        sources = _make_sources(config, endpoints, emulated=config.emulator is not None)
+        emulated = config.emulator is not None
+        _make_sources(config, endpoints, emulated)  # missing credentials fail here, before a run starts
+        resolved = config.model_copy(update={"endpoints": endpoints})
         with stage_run(workspace, STAGE, config, inputs, packages=("data_catalog", "crawling")) as run_ctx:
-            crawl = Crawl(workspace, config, run_ctx, sources)
-            try:
-                queries = config.plan.queries(config.sources) if config.plan else []
-                url_query = urls_query(config.plan.hash if config.plan else "none", Path(config.urls).name) if config.urls and "urls" in config.sources else None
-                _register_queries(workspace, run_ctx, queries + ([url_query] if url_query else []))
-                if config.retry_failed:
-                    crawl.retry_failed()
-                else:
-                    done = _done_queries(workspace)
-                    todo = [q for q in queries if q.query_id not in done]
-                    crawl.counts["queries_skipped_done"] = len(queries) - len(todo)
-                    with ThreadPoolExecutor(config.query_workers, thread_name_prefix="search") as pool:
-                        list(pool.map(crawl.search, todo))
-                    if url_query is not None:
-                        crawl.ingest(url_query, read_url_list(config.urls))
-            finally:
-                crawl.close()
+            queries = config.plan.queries(config.sources) if config.plan else []
+            url_query = (urls_query(config.plan.hash if config.plan else "none", Path(config.urls).name)
+                         if config.urls and "urls" in config.sources else None)
+            _register_queries(workspace, run_ctx, queries + ([url_query] if url_query else []))
+            done = _done_queries(workspace)
+            todo = [q for q in queries if q.query_id not in done]
+            batches = _batches(resolved, workspace, run_ctx.run_id, todo, url_query, emulated, map_batches is not None)
+            results = (map_batches or _in_process)(crawl_batch, batches)
+            counts: Counter[str] = Counter()
+            search_errors: list[dict[str, str]] = []
+            for result in results:
+                counts.update(result["counts"])
+                search_errors.extend(result["search_errors"])
+            counts["new_images"] = reconcile_images(workspace, run_ctx.run_id)
             query_ids = {q.query_id for q in queries} | ({url_query.query_id} if url_query else set())
             _state_outputs(workspace, run_ctx, query_ids)
-            counts = dict(crawl.counts)
-            counts.update(queries=len(query_ids), rows_recovered=recovered)
-            run_ctx.manifest.counts.update(counts)
-            stats = {"counts": counts, "search_errors": crawl.search_errors,
-                     "plan_hash": config.plan.hash if config.plan else None, "optout_hash": crawl.optout.hash,
+            counts.update(queries=len(query_ids), queries_skipped_done=len(queries) - len(todo),
+                          rows_recovered=recovered, tasks=len(batches))
+            run_ctx.manifest.counts.update(dict(counts))
+            stats = {"counts": dict(counts), "search_errors": search_errors,
+                     "plan_hash": config.plan.hash if config.plan else None,
+                     "optout_hash": OptOutRegistry.load(config.optout).hash,
                      "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
             atomic_write_text(run_ctx.dir / "stats.json", json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
             attempted = sum(v for k, v in counts.items() if k.startswith("status_"))
-            if crawl.search_errors and attempted == 0 and counts.get("queries_done", 0) == 0:
-                first = crawl.search_errors[0]
-                raise CrawlError(f"every search failed ({len(crawl.search_errors)}); first: {first['engine']} "
+            if search_errors and attempted == 0 and counts.get("queries_done", 0) == 0:
+                first = search_errors[0]
+                raise CrawlError(f"every search failed ({len(search_errors)}); first: {first['engine']} "
                                  f"{first['keyword']!r}: {first['error']}")
     return run_ctx.manifest

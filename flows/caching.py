@@ -8,6 +8,7 @@ outputs it points to are still on disk; otherwise the stage runs again.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from data_catalog.hashing import json_hash
 from data_catalog.manifest import Manifest, code_fingerprint
 from data_catalog.workspace import Workspace
 from flows import stages
+from flows.fanout import prefect_mapper
 
 CACHE_DIR = Path("runs") / ".prefect"
 
@@ -65,12 +67,25 @@ def _cache_key_fn(context: TaskRunContext, parameters: dict[str, Any]) -> str | 
     return None  # outputs were deleted: run again, without caching this attempt under a stale key
 
 
-def execute_stage(stage: str, config: dict[str, Any], workspace: str, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Task body: validate the config, run the stage, remember the key for the validity check."""
+def execute_stage(
+    stage: str,
+    config: dict[str, Any],
+    workspace: str,
+    inputs: list[dict[str, Any]],
+    task_runner: str = "thread",
+    workers: int = 4,
+) -> dict[str, Any]:
+    """Task body: validate the config, run the stage, remember the key for the validity check.
+
+    Stages that can split their work (a `map_batches` parameter) get one task per batch on `task_runner`.
+    """
     spec = stages.get(stage)
     config_cls, run = spec.load()
     ws = Workspace(workspace)
-    manifest = run(config_cls.model_validate(config), ws, [Manifest.model_validate(m) for m in inputs])
+    extra = {}
+    if "map_batches" in inspect.signature(run).parameters:
+        extra["map_batches"] = prefect_mapper(stage, task_runner, workers)
+    manifest = run(config_cls.model_validate(config), ws, [Manifest.model_validate(m) for m in inputs], **extra)
     if spec.cacheable:
         key = stage_cache_key(stage, config, inputs)
         atomic_write_text(_marker(ws.root, key), manifest.to_json())

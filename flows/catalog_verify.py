@@ -19,6 +19,9 @@ def catalog_verify_flow(
     profile: str = "demo",
     overrides: list[str] | None = None,
     force: list[str] | None = None,
+    task_runner: str = "thread",
+    workers: int = 4,
 ) -> list[dict[str, Any]]:
     """Re-hash every blob and output file of `workspace` and check every catalog reference."""
-    return outcomes_to_json(run_stages(["catalog-verify"], workspace, profile, overrides or [], force or []))
+    return outcomes_to_json(run_stages(["catalog-verify"], workspace, profile, overrides or [], force or [],
+                                           task_runner=task_runner, workers=workers))

@@ -27,6 +27,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="override one config value (repeatable); the stage prefix may be omitted for one-stage flows")
     parser.add_argument("--force", action="append", default=[], metavar="STAGE",
                         help="rerun STAGE even if its cache is valid (repeatable; 'all' for every stage)")
+    parser.add_argument("--task-runner", default="thread", choices=["thread", "process", "dask", "ray"],
+                        help="where stages that fan out (crawl: one task per query) run their tasks")
+    parser.add_argument("--workers", type=int, default=4, help="parallel tasks for --task-runner")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,7 +168,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     flow = load_flow(args.flow)
     workspace = str(Path(args.workspace).resolve())
-    outcomes = flow(workspace=workspace, profile=args.profile, overrides=args.overrides, force=args.force)
+    outcomes = flow(workspace=workspace, profile=args.profile, overrides=args.overrides, force=args.force,
+                    task_runner=args.task_runner, workers=args.workers)
     _print_outcomes(outcomes)
     return 0
 
@@ -179,7 +183,8 @@ def cmd_crawl(args: argparse.Namespace) -> int:
     outcomes = crawl_flow(
         workspace=str(Path(args.workspace).resolve()), profile=args.profile, overrides=args.overrides,
         force=args.force, sources=args.sources or None, plan=args.plan, urls=args.urls, endpoint=args.endpoint,
-        max_per_query=args.max_per_query, retry_failed=args.retry_failed,
+        max_per_query=args.max_per_query, retry_failed=args.retry_failed, task_runner=args.task_runner,
+        workers=args.workers,
     )
     _print_outcomes(outcomes)
     return 0
@@ -195,7 +200,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    args.flow, args.profile, args.overrides = "reproduce", "demo", []
+    args.flow, args.profile, args.overrides, args.task_runner, args.workers = "reproduce", "demo", [], "thread", 4
     code = cmd_run(args)
     workspace = Path(args.workspace).resolve()
     console.print(f"workspace: {workspace}")

@@ -51,6 +51,8 @@ def crawl_flow(
     profile: str = "demo",
     overrides: list[str] | None = None,
     force: list[str] | None = None,
+    task_runner: str = "thread",
+    workers: int = 4,
     sources: list[str] | None = None,
     plan: str | None = None,
     urls: str | None = None,
@@ -61,4 +63,5 @@ def crawl_flow(
     """Search, download and catalog raw images. `retry_failed` always runs (it is never a cache hit)."""
     extra = crawl_overrides(sources, plan, urls, endpoint, max_per_query, retry_failed)
     forced = list(force or []) + (["crawl"] if retry_failed else [])
-    return outcomes_to_json(run_stages(["crawl"], workspace, profile, list(overrides or []) + extra, forced))
+    return outcomes_to_json(run_stages(["crawl"], workspace, profile, list(overrides or []) + extra, forced,
+                                           task_runner=task_runner, workers=workers))

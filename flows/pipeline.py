@@ -15,6 +15,7 @@ from data_catalog.manifest import Manifest
 from data_catalog.workspace import Workspace
 from flows import stages
 from flows.caching import stage_task
+from flows.fanout import TASK_RUNNERS
 
 FORCE_ALL = "all"
 
@@ -74,11 +75,15 @@ def run_stages(
     overrides: Iterable[str] = (),
     force: Iterable[str] = (),
     config_dir: str | Path | None = None,
+    task_runner: str = "thread",
+    workers: int = 4,
 ) -> list[StageOutcome]:
     logger = get_run_logger()
     ws = Workspace(workspace)
     configs = resolve_configs(names, profile, list(overrides), config_dir)
     forced = check_force(names, force)
+    if task_runner not in TASK_RUNNERS:
+        raise PipelineError(f"unknown task runner {task_runner!r}; choose one of {', '.join(TASK_RUNNERS)}")
     manifests: dict[str, Manifest] = {}
     outcomes: list[StageOutcome] = []
     for name in names:
@@ -98,7 +103,8 @@ def run_stages(
             continue
         inputs = [manifests[u].model_dump(mode="json") for u in spec.upstream]
         state = stage_task(name, ws.root, force=name in forced)(
-            stage=name, config=configs[name].to_dict(), workspace=str(ws.root), inputs=inputs, return_state=True
+            stage=name, config=configs[name].to_dict(), workspace=str(ws.root), inputs=inputs,
+            task_runner=task_runner, workers=workers, return_state=True,
         )
         if state.is_failed():
             outcomes.append(StageOutcome(name, "failed", detail=state.message or ""))

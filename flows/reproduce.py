@@ -20,6 +20,9 @@ def reproduce_flow(
     profile: str = "demo",
     overrides: list[str] | None = None,
     force: list[str] | None = None,
+    task_runner: str = "thread",
+    workers: int = 4,
 ) -> list[dict[str, Any]]:
     """Every stage in DAG order, then catalog-verify. Stages not built yet are reported, not failed."""
-    return outcomes_to_json(run_stages(list(DAG_ORDER), workspace, profile, overrides or [], force or []))
+    return outcomes_to_json(run_stages(list(DAG_ORDER), workspace, profile, overrides or [], force or [],
+                                           task_runner=task_runner, workers=workers))

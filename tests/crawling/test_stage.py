@@ -230,7 +230,7 @@ def test_kill_9_mid_crawl_then_rerun_equals_an_uninterrupted_crawl(corpus: Path,
         journal_dirs = ws.root / "runs" / "crawl"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            journals = list(journal_dirs.glob("*/journal.jsonl"))
+            journals = list(journal_dirs.glob("*/batch-*/journal.jsonl"))
             if journals and journals[0].read_text(encoding="utf-8").count("\n") >= 6:
                 break
             time.sleep(0.05)

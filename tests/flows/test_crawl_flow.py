@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,50 @@ def test_demo_profile_crawls_the_demo_corpus_from_the_emulator(prefect_server: s
     assert set(found["engine"]) == {"google", "naver", "google-api", "naver-api"}
     assert (found["status"] == "ok").all() and len(workspace.table("images")) > 0
     assert (workspace.root / "corpus" / "demo" / "index.json").is_file()
+
+
+@pytest.mark.parametrize("runner", ["thread", "process"])
+def test_flow_fans_out_one_task_per_query(prefect_server: str, corpus: Path, tmp_path: Path, runner: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    from crawling.config import CrawlConfig
+    from crawling.stage import run
+    from crawling.state import latest_candidates
+    from flows.crawl import crawl_flow
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "name: fan\nversion: 1\nmax_per_query: 20\nattributes:\n"
+        "  none:\n    - {language: en, engines: [google, naver], keywords: [face portrait]}\n"
+        "  face_mask:\n    - {language: en, engines: [google, naver], keywords: [face mask]}\n", encoding="utf-8")
+    with SearchEmulator(corpus) as emulator:
+        endpoints = f"endpoints={{google: '{emulator.endpoints['google']}', naver: '{emulator.endpoints['naver']}'}}"
+        state = crawl_flow(workspace=str(tmp_path / "ws"), profile="demo", sources=["google", "naver"], plan=str(plan),
+                           overrides=["emulator=null", endpoints], task_runner=runner, workers=2, return_state=True)
+        outcomes = state.result()
+        flow_run_id = str(state.state_details.flow_run_id)
+        reference = Workspace(tmp_path / "reference")
+        config = CrawlConfig.model_validate({"sources": ["google", "naver"], "plan": str(plan),
+                                             "endpoints": emulator.endpoints, "images": {"min_side": 32}})
+        run(config, reference)
+    assert [o["status"] for o in outcomes] == ["ran"]
+    ws = Workspace(tmp_path / "ws")
+    manifest = ws.manifest(outcomes[0]["run_id"])
+    assert manifest.counts["tasks"] == 4
+    # Task runs reach the server through Prefect's event stream, so they may show up a moment later.
+    deadline, completed = time.monotonic() + 30, 0
+    while time.monotonic() < deadline and completed < 4:
+        with get_client(sync_client=True) as client:
+            batch_runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="crawl-batch")))
+        completed = len({r.id for r in batch_runs if r.flow_run_id is not None and r.state and r.state.is_completed()
+                         and str(r.flow_run_id) == flow_run_id})
+        time.sleep(0.5)
+    assert completed == 4
+
+    def effective(w: Workspace) -> set[tuple]:
+        latest = latest_candidates(w)
+        return set(latest[["url", "query_id", "status", "sha256"]].itertuples(index=False, name=None))
+
+    assert effective(ws) == effective(reference)
+    assert len(ws.table("images")) == len(reference.table("images")) == 8
