@@ -33,7 +33,7 @@ from crawling.sources.urls import read_url_list
 from crawling.state import Outcome, UrlBook, latest_candidates
 from crawling.validate import EXTENSIONS, check_image
 from data_catalog.atomic import atomic_write_text
-from data_catalog.hashing import sha256_bytes
+from data_catalog.hashing import sha256_bytes, sha256_file
 from data_catalog.manifest import Manifest, TableOutput, table_digest
 from data_catalog.runs import StageRun, finished_run_ids, record_interrupted, stage_run
 from data_catalog.schemas import TABLE_SCHEMAS
@@ -70,6 +70,7 @@ class RowWriter:
     def _flush(self, table: str) -> None:
         rows, self._buffers[table] = self._buffers[table], []
         if rows:
+            self.ws.blobs.sync()  # blobs were written without fsync: make them durable before rows commit
             self.ws.append(table, _frame(table, rows), self.run_id)
 
     def flush(self) -> None:
@@ -85,6 +86,13 @@ def _frame(table: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
+def _blob_intact(ws: Workspace, sha256: str | None) -> bool:
+    if not sha256:
+        return True
+    path = ws.blobs.find(sha256)
+    return path is not None and sha256_file(path) == sha256
+
+
 def recover_interrupted(ws: Workspace) -> int:
     """Append journaled candidates of killed crawl runs that never reached Parquet; give those runs a row."""
     folder = ws.root / "runs" / STAGE
@@ -97,7 +105,8 @@ def recover_interrupted(ws: Workspace) -> int:
                      for table, row in read_journal(batch_dir) if table == "candidates"]
         existing = ws.table("candidates", columns=["run_id", "url", "query_id"])
         existing_pairs = set(existing.loc[existing["run_id"] == run_dir.name, ["url", "query_id"]].itertuples(index=False, name=None))
-        missing = [r for r in journaled if (r["url"], r["query_id"]) not in existing_pairs]
+        # Journal lines were not fsynced either: after a power loss, trust a row only if its blob hashes right.
+        missing = [r for r in journaled if (r["url"], r["query_id"]) not in existing_pairs and _blob_intact(ws, r.get("sha256"))]
         if missing:
             ws.append("candidates", _frame("candidates", missing), run_dir.name)
         count = len(missing)
@@ -145,7 +154,7 @@ class Crawl:
         sha = sha256_bytes(body)
         if reason := self.optout.blocks_sha256(sha):
             return Outcome("skipped", reason, **common)
-        self.ws.blobs.put(body, check.ext)  # the `images` row follows from the candidate (reconcile_images)
+        self.ws.blobs.put(body, check.ext, durable=False)  # synced per batch; `images` rows: reconcile_images
         return Outcome("ok", None if self.book.new_image(sha) else "duplicate_content", sha256=sha, **common)
 
     def process(self, query: Query, result: Result) -> None:

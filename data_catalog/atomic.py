@@ -34,26 +34,32 @@ def _fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
-    """Yield a binary handle; on clean exit the bytes appear at `path` in one step."""
+def atomic_writer(path: str | Path, durable: bool = True) -> Iterator[BinaryIO]:
+    """Yield a binary handle; on clean exit the bytes appear at `path` in one step.
+
+    `durable=False` skips the fsyncs: the write is still atomic for readers and survives a killed
+    process (the page cache outlives it), just not a power loss; callers that batch writes sync once.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(path)
     try:
         with open(tmp, "wb") as handle:
             yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_writer(path) as handle:
+def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> None:
+    with atomic_writer(path, durable) as handle:
         handle.write(data)
 
 

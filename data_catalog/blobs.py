@@ -6,6 +6,7 @@ produced them) and verification is a re-hash.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,22 +38,35 @@ class BlobStore:
             raise ValueError(f"blob extension must be 1-10 lowercase letters or digits, got {ext!r}")
         return ext
 
-    def find(self, sha256: str) -> Path | None:
+    def find(self, sha256: str, ext: str | None = None) -> Path | None:
         folder = self._folder(sha256)
-        if not folder.is_dir():
+        if ext is not None and (folder / f"{sha256}.{ext}").is_file():
+            return folder / f"{sha256}.{ext}"  # the common case, without listing the folder
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
             return None
-        for candidate in folder.glob(f"{sha256}.*"):
-            if not is_temp_file(candidate):
-                return candidate
+        prefix = f"{sha256}."
+        for name in names:
+            if name.startswith(prefix):
+                return folder / name
         return None
 
-    def put(self, data: bytes, ext: str) -> str:
-        """Store `data` and return its sha256. Storing bytes that are already there is a no-op."""
+    def put(self, data: bytes, ext: str, durable: bool = True) -> str:
+        """Store `data` and return its sha256. Storing bytes that are already there is a no-op.
+
+        `durable=False` leaves syncing to the caller (see `sync`), for bulk writers like the crawler.
+        """
         ext = self._normalise_ext(ext)
         sha256 = sha256_bytes(data)
-        if self.find(sha256) is None:
-            atomic_write_bytes(self._folder(sha256) / f"{sha256}.{ext}", data)
+        if self.find(sha256, ext) is None:
+            atomic_write_bytes(self._folder(sha256) / f"{sha256}.{ext}", data, durable)
         return sha256
+
+    @staticmethod
+    def sync() -> None:
+        """Flush every non-durable write to disk (one call for a whole batch of puts)."""
+        os.sync()
 
     def exists(self, sha256: str) -> bool:
         return self.find(sha256) is not None
