@@ -6,10 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from crawling.sources.base import Result, clean_title
 
 OPTIONAL_COLUMNS = ("page_url", "title", "licence")
+CHUNK_ROWS = 50_000
 
 
 def read_url_list(path: str | Path) -> Iterator[Result]:
@@ -28,16 +30,25 @@ def read_url_list(path: str | Path) -> Iterator[Result]:
                     rank += 1
         return
     if suffix == ".csv":
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        chunks = pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=CHUNK_ROWS)
     elif suffix == ".parquet":
-        frame = pd.read_parquet(path)
+        chunks = (batch.to_pandas() for batch in pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS))
     else:
         raise ValueError(f"{path}: URL lists are .txt, .csv or .parquet")
-    if "url" not in frame.columns:
-        raise ValueError(f"{path}: no 'url' column (columns: {list(frame.columns)})")
-    for rank, row in enumerate(frame.to_dict("records")):
-        if not str(row["url"]).strip():
-            continue
-        extra = {c: (str(row[c]) if row.get(c) not in (None, "") and not pd.isna(row.get(c)) else None) for c in OPTIONAL_COLUMNS if c in row}
-        yield Result(url=str(row["url"]).strip(), rank=rank, page=0, page_url=extra.get("page_url"),
-                     title=clean_title(extra.get("title")), licence=extra.get("licence"))
+    rank = 0
+    for frame in chunks:  # streamed in chunks: a list of millions of URLs never sits in memory
+        if "url" not in frame.columns:
+            raise ValueError(f"{path}: no 'url' column (columns: {list(frame.columns)})")
+        for row in frame.to_dict("records"):
+            url = str(row["url"] or "").strip()
+            if url:
+                extra = {c: _text(row.get(c)) for c in OPTIONAL_COLUMNS}
+                yield Result(url=url, rank=rank, page=0, page_url=extra["page_url"],
+                             title=clean_title(extra["title"]), licence=extra["licence"])
+            rank += 1
+
+
+def _text(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value == "":
+        return None
+    return str(value)
