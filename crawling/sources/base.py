@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import html
+import os
+import queue
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from crawling.plan import Query
 
@@ -51,6 +54,24 @@ def as_int(value: object) -> int | None:
         return int(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+
+
+def feeder_pages(feeder: Any, page_size: int) -> Iterator[SearchPage]:
+    """The page URLs an icrawler Feeder put on its queue (after `feed()` ran), as SearchPages."""
+    for index in range(feeder.out_queue.qsize()):
+        try:
+            url = feeder.out_queue.get_nowait()
+        except queue.Empty:
+            return
+        yield SearchPage(url=url, page=index, offset=index * page_size)
+
+
+def credentials_from_env(engine: str, given: tuple[str, str] | None, names: tuple[str, str]) -> tuple[str, str]:
+    """API credentials: given explicitly (the emulator), else from the environment; both or an error."""
+    values = given or (os.environ.get(names[0], ""), os.environ.get(names[1], ""))
+    if not all(values):
+        raise SearchError(f"source {engine} needs the environment variables {names[0]} and {names[1]}")
+    return values[0], values[1]
 
 
 class SearchSource(ABC):

@@ -9,7 +9,6 @@ the `google-api` source is the robust route.
 from __future__ import annotations
 
 import datetime as dt
-import queue
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -19,7 +18,7 @@ from icrawler.builtin.google import GoogleFeeder, GoogleParser
 from icrawler.utils import Signal
 
 from crawling.plan import Query
-from crawling.sources.base import Result, SearchPage, SearchSource
+from crawling.sources.base import Result, SearchPage, SearchSource, feeder_pages
 
 PAGE_SIZE = 100  # results per Google image page (the `ijn` page index)
 
@@ -68,12 +67,7 @@ class GoogleSource(SearchSource):
         language = None if query.language in ("", "und") else query.language
         feeder.feed(keyword=query.keyword, offset=0, max_num=max_results, language=language,
                     filters=_filters(query.window))
-        for index in range(feeder.out_queue.qsize()):
-            try:
-                url = feeder.out_queue.get_nowait()
-            except queue.Empty:
-                return
-            yield SearchPage(url=url, page=index, offset=index * PAGE_SIZE)
+        yield from feeder_pages(feeder, PAGE_SIZE)
 
     def parse(self, body: bytes, page: SearchPage) -> list[Result]:
         parser = EmptySafeGoogleParser(thread_num=1, signal=Signal(), session=None)

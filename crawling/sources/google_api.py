@@ -8,11 +8,10 @@ Credentials come from the environment: GOOGLE_API_KEY and GOOGLE_CSE_ID (never s
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 
 from crawling.plan import Query
-from crawling.sources.base import Result, SearchError, SearchPage, SearchSource, as_int, clean_title
+from crawling.sources.base import Result, SearchError, SearchPage, SearchSource, as_int, clean_title, credentials_from_env
 
 MAX_RESULTS = 100
 PAGE_SIZE = 10
@@ -27,9 +26,7 @@ class GoogleApiSource(SearchSource):
 
     def __init__(self, endpoint: str | None = None, credentials: tuple[str, str] | None = None) -> None:
         super().__init__(endpoint, credentials)
-        self.key, self.cx = credentials or (os.environ.get(KEY_ENV, ""), os.environ.get(CX_ENV, ""))
-        if not self.key or not self.cx:
-            raise SearchError(f"source google-api needs the environment variables {KEY_ENV} and {CX_ENV}")
+        self.key, self.cx = credentials_from_env(self.engine, credentials, (KEY_ENV, CX_ENV))
 
     def pages(self, query: Query, max_results: int) -> Iterator[SearchPage]:
         window = query.window or {}

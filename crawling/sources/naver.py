@@ -11,7 +11,6 @@ the offline build machine, so the parser also reads the HTML result page (`img[d
 from __future__ import annotations
 
 import json
-import queue
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -22,7 +21,7 @@ from icrawler import Crawler, Feeder, ImageDownloader, Parser
 from icrawler.utils import Signal
 
 from crawling.plan import Query
-from crawling.sources.base import Result, SearchPage, SearchSource, as_int, clean_title
+from crawling.sources.base import Result, SearchPage, SearchSource, feeder_pages, as_int, clean_title
 
 PAGE_SIZE = 50
 
@@ -97,12 +96,7 @@ class NaverSource(SearchSource):
         feeder = NaverFeeder(thread_num=1, signal=Signal(), session=None)
         feeder.base_url = self.endpoint
         feeder.feed(keyword=query.keyword, offset=0, max_num=max_results)
-        for index in range(feeder.out_queue.qsize()):
-            try:
-                url = feeder.out_queue.get_nowait()
-            except queue.Empty:
-                return
-            yield SearchPage(url=url, page=index, offset=index * feeder.page_size)
+        yield from feeder_pages(feeder, feeder.page_size)
 
     def parse(self, body: bytes, page: SearchPage) -> list[Result]:
         items = NaverParser(thread_num=1, signal=Signal(), session=None).parse(SimpleNamespace(content=body))

@@ -9,11 +9,10 @@ environment: NAVER_CLIENT_ID and NAVER_CLIENT_SECRET.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 
 from crawling.plan import Query
-from crawling.sources.base import Result, SearchError, SearchPage, SearchSource, as_int, clean_title
+from crawling.sources.base import Result, SearchError, SearchPage, SearchSource, as_int, clean_title, credentials_from_env
 
 PAGE_SIZE = 100
 MAX_START = 1000
@@ -27,9 +26,7 @@ class NaverApiSource(SearchSource):
 
     def __init__(self, endpoint: str | None = None, credentials: tuple[str, str] | None = None) -> None:
         super().__init__(endpoint, credentials)
-        self.client_id, self.secret = credentials or (os.environ.get(ID_ENV, ""), os.environ.get(SECRET_ENV, ""))
-        if not self.client_id or not self.secret:
-            raise SearchError(f"source naver-api needs the environment variables {ID_ENV} and {SECRET_ENV}")
+        self.client_id, self.secret = credentials_from_env(self.engine, credentials, (ID_ENV, SECRET_ENV))
 
     def pages(self, query: Query, max_results: int) -> Iterator[SearchPage]:
         window = query.window or {}

@@ -15,7 +15,6 @@ import pytest
 
 from crawling.config import CrawlConfig
 from crawling.emulator import FAULT_MODES, SearchEmulator
-from crawling.plan import QueryPlan
 from crawling.stage import CrawlError, run
 from crawling.state import latest_candidates
 from data_catalog import Workspace
