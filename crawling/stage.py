@@ -7,6 +7,7 @@ searches only unfinished queries and fetches only URLs with no recorded outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -169,11 +170,10 @@ class Crawl:
                     log.exception("fetching %s", result.url)
                     outcome = Outcome("failed", f"error:{type(exc).__name__}")
                 self.book.settle(result.url, outcome)
-            elif known is not None:
-                outcome = known if known.status != "ok" or known.reason else Outcome(**{**known.__dict__, "reason": "duplicate_url"})
-            else:
-                outcome = future.result()
-                outcome = Outcome(**{**outcome.__dict__, "reason": outcome.reason or "duplicate_url"}) if outcome.status == "ok" else outcome
+            else:  # fetched before (known) or right now by another query (future): record, don't refetch
+                outcome = known if known is not None else future.result()
+                if outcome.status == "ok" and outcome.reason is None:
+                    outcome = dataclasses.replace(outcome, reason="duplicate_url")
             self.record(query, result, outcome)
         finally:
             self.in_flight.release()
