@@ -16,7 +16,7 @@ from pydantic import Field
 from data_catalog.config import ConfigModel
 
 # Frontal-face geometry of the 5 points, used by the pose estimate (ratios, not pixels).
-FRONTAL_NOSE_DROP = 0.55  # (nose - eye line) / (mouth line - eye line) for a level head
+FRONTAL_NOSE_DROP = 0.65  # (nose - eye line) / (mouth line - eye line) for a level head (measured: 0.6-0.7)
 NOSE_SWING = 1.2  # nose offset from the face midline, in half inter-ocular distances, at 90 degrees yaw
 
 

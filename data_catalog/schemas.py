@@ -101,6 +101,11 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
         _opt("aligned_sha256", pa.string()),
         _opt("identity_cluster", pa.int64()),
         _req("config_hash", pa.string()),
+        _opt("transform", FLOATS),  # 3x3 homography, row-major: output pixel -> source pixel
+        _opt("quality", pa.string()),  # JSON: the measures the filters judged
+        _opt("phash", pa.string()),  # 64-bit perceptual hash of the aligned crop (mirror-invariant)
+        _opt("descriptor", FLOATS),  # 128-d identity descriptor (dlib)
+        _opt("duplicate_of", pa.string()),  # face_id this face duplicates
     ),
     # One row per sample written into a dataset version.
     "samples": _schema(

@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     crawl.add_argument("--max-per-query", type=int)
     crawl.add_argument("--retry-failed", action="store_true", help="fetch again only the URLs whose last attempt failed")
 
+    align = sub.add_parser("align", help="run the align stage (detect, FFHQ-align, filter, deduplicate faces)")
+    _add_run_options(align)
+    align.add_argument("--detector", choices=["retinaface", "dlib-hog", "dlib-cnn", "scrfd"])
+    align.add_argument("--output-size", type=int)
+
     emulator = sub.add_parser("emulator", help="serve a folder of images as Google/Naver search results on 127.0.0.1")
     emulator.add_argument("--corpus", help="image folder (default: build the demo corpus into workspace/corpus/demo)")
     emulator.add_argument("--port", type=int, default=8765)
@@ -190,6 +195,21 @@ def cmd_crawl(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_align(args: argparse.Namespace) -> int:
+    from flows import prefect_env
+
+    prefect_env.configure()
+    from flows.align import align_flow
+
+    outcomes = align_flow(
+        workspace=str(Path(args.workspace).resolve()), profile=args.profile, overrides=args.overrides,
+        force=args.force, task_runner=args.task_runner, workers=args.workers, detector=args.detector,
+        output_size=args.output_size,
+    )
+    _print_outcomes(outcomes)
+    return 0
+
+
 def cmd_emulator(args: argparse.Namespace) -> int:
     from crawling.demo_corpus import build_demo_corpus
     from crawling.emulator import main as emulator_main
@@ -244,6 +264,7 @@ COMMANDS = {
     "run": cmd_run,
     "serve": cmd_serve,
     "crawl": cmd_crawl,
+    "align": cmd_align,
     "emulator": cmd_emulator,
     "stages": cmd_stages,
     "config": cmd_config,

@@ -10,6 +10,7 @@ FLOWS: dict[str, str] = {
     "reproduce": "flows.reproduce:reproduce_flow",
     "catalog-verify": "flows.catalog_verify:catalog_verify_flow",
     "crawl": "flows.crawl:crawl_flow",
+    "align": "flows.align:align_flow",
 }
 
 

@@ -14,7 +14,7 @@ from alignment.dedup import FaceDescriber, hamming, identity_clusters, near_dupl
 from alignment.detect import LandmarkPredictor, make_detector
 from alignment.filters import FaceQuality, FilterRules, estimate_pose, judge, measure
 
-FRONTAL = np.array([[100, 100], [160, 100], [130, 133], [108, 160], [152, 160]], dtype=float)
+FRONTAL = np.array([[100, 100], [160, 100], [130, 139], [108, 160], [152, 160]], dtype=float)
 
 
 def rotate(points: np.ndarray, degrees: float) -> np.ndarray:

@@ -44,7 +44,8 @@ def test_nested_nullable_and_timestamp_columns(tmp_path: Path) -> None:
         "landmarks5": None, "landmarks68": [0.5] * 136, "detector": "retinaface", "detector_version": "0.1.0",
         "det_score": 0.99, "align_confidence": None, "landmark_sources": None, "quad": None,
         "decision": "rejected", "reason": "blur", "aligned_sha256": None, "identity_cluster": None,
-        "config_hash": "c" * 64,
+        "config_hash": "c" * 64, "transform": None, "quality": None, "phash": None, "descriptor": None,
+        "duplicate_of": None,
     }
     store.append("faces", pd.DataFrame([face]), "r1")
     row = store.read("faces").iloc[0]
