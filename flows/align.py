@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flows import prefect_env
+from prefect import flow
 
-prefect_env.configure()
-
-from prefect import flow  # noqa: E402
-
-from flows.pipeline import outcomes_to_json, run_stages  # noqa: E402
+from flows.pipeline import outcomes_to_json, run_stages
 
 
 @flow(name="align", persist_result=True, result_serializer="json")

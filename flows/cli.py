@@ -165,48 +165,32 @@ def _print_outcomes(outcomes: list[dict]) -> None:
     console.print(table)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from flows import prefect_env
+def _flow_options(args: argparse.Namespace) -> dict:
+    """The options every flow takes, from the CLI's common run options."""
+    return {"workspace": str(Path(args.workspace).resolve()), "profile": args.profile, "overrides": args.overrides,
+            "force": args.force, "task_runner": args.task_runner, "workers": args.workers}
 
-    prefect_env.configure()
+
+def cmd_run(args: argparse.Namespace) -> int:
     from flows.registry import load_flow
 
-    flow = load_flow(args.flow)
-    workspace = str(Path(args.workspace).resolve())
-    outcomes = flow(workspace=workspace, profile=args.profile, overrides=args.overrides, force=args.force,
-                    task_runner=args.task_runner, workers=args.workers)
-    _print_outcomes(outcomes)
+    _print_outcomes(load_flow(args.flow)(**_flow_options(args)))
     return 0
 
 
 def cmd_crawl(args: argparse.Namespace) -> int:
-    from flows import prefect_env
-
-    prefect_env.configure()
     from flows.crawl import crawl_flow
 
-    outcomes = crawl_flow(
-        workspace=str(Path(args.workspace).resolve()), profile=args.profile, overrides=args.overrides,
-        force=args.force, sources=args.sources or None, plan=args.plan, urls=args.urls, endpoint=args.endpoint,
-        max_per_query=args.max_per_query, retry_failed=args.retry_failed, task_runner=args.task_runner,
-        workers=args.workers,
-    )
-    _print_outcomes(outcomes)
+    _print_outcomes(crawl_flow(**_flow_options(args), sources=args.sources or None, plan=args.plan, urls=args.urls,
+                               endpoint=args.endpoint, max_per_query=args.max_per_query,
+                               retry_failed=args.retry_failed))
     return 0
 
 
 def cmd_align(args: argparse.Namespace) -> int:
-    from flows import prefect_env
-
-    prefect_env.configure()
     from flows.align import align_flow
 
-    outcomes = align_flow(
-        workspace=str(Path(args.workspace).resolve()), profile=args.profile, overrides=args.overrides,
-        force=args.force, task_runner=args.task_runner, workers=args.workers, detector=args.detector,
-        output_size=args.output_size,
-    )
-    _print_outcomes(outcomes)
+    _print_outcomes(align_flow(**_flow_options(args), detector=args.detector, output_size=args.output_size))
     return 0
 
 
@@ -229,9 +213,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from flows import prefect_env
-
-    prefect_env.configure()
     from flows.serve import DEFAULT_FILE, serve
 
     serve(args.file or DEFAULT_FILE, only=args.only or None, limit=args.limit)

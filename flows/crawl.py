@@ -6,13 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flows import prefect_env
+from prefect import flow
 
-prefect_env.configure()
-
-from prefect import flow  # noqa: E402
-
-from flows.pipeline import outcomes_to_json, run_stages  # noqa: E402
+from flows.pipeline import outcomes_to_json, run_stages
 
 
 def crawl_overrides(
