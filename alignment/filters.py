@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
+from alignment.landmarks import inter_ocular
 from data_catalog.config import ConfigModel
 
 # Frontal-face geometry of the 5 points, used by the pose estimate (ratios, not pixels).
@@ -81,8 +82,7 @@ def colourfulness(rgb: np.ndarray) -> float:
 def measure(aligned: np.ndarray, points5: np.ndarray, det_score: float, align_confidence: float,
             padded_fraction: float) -> FaceQuality:
     yaw, pitch, roll = estimate_pose(points5)
-    iod = float(np.hypot(*(np.asarray(points5)[1] - np.asarray(points5)[0])))
-    return FaceQuality(det_score, iod, align_confidence, yaw, pitch, roll, padded_fraction,
+    return FaceQuality(det_score, inter_ocular(np.asarray(points5, dtype=np.float64)), align_confidence, yaw, pitch, roll, padded_fraction,
                        blur_score(aligned), colourfulness(aligned))
 
 

@@ -15,7 +15,6 @@ import json
 import logging
 import warnings
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +29,7 @@ from alignment.ffhq import align
 from alignment.filters import judge, measure
 from alignment.landmarks import fuse
 from data_catalog.manifest import Manifest, TableOutput, table_digest
-from data_catalog.runs import stage_run
+from data_catalog.runs import MapBatches, map_in_process, stage_run
 from data_catalog.workspace import Workspace
 
 STAGE = "align"
@@ -143,8 +142,7 @@ def effective_faces(ws: Workspace, config_hash: str) -> pd.DataFrame:
     faces = faces[faces["config_hash"] == config_hash]
     if faces.empty:
         return faces
-    order = faces.assign(_file=range(len(faces)))  # table order is append order
-    return order.drop_duplicates("face_id", keep="last").drop(columns="_file").reset_index(drop=True)
+    return faces.drop_duplicates("face_id", keep="last").reset_index(drop=True)  # table order is append order
 
 
 def deduplicate(faces: pd.DataFrame, config: AlignConfig) -> pd.DataFrame:
@@ -156,8 +154,6 @@ def deduplicate(faces: pd.DataFrame, config: AlignConfig) -> pd.DataFrame:
     quality = kept["quality"].map(json.loads)
     kept["_iod"], kept["_blur"] = quality.map(lambda q: -q["inter_ocular"]), quality.map(lambda q: -q["blur"])
     kept = kept.sort_values(["_iod", "_blur", "face_id"]).drop(columns=["_iod", "_blur"]).reset_index(drop=True)
-    if kept.empty:
-        return kept
     updates: dict[str, dict[str, Any]] = {}
     groups = near_duplicate_groups(kept["phash"].tolist(), config.dedup.near_max_distance)
     first_of_group: dict[int, str] = {}
@@ -174,20 +170,13 @@ def deduplicate(faces: pd.DataFrame, config: AlignConfig) -> pd.DataFrame:
     rows = []
     for row in kept.to_dict("records"):
         change = updates[row["face_id"]]
-        if any(_differs(row.get(k), v) for k, v in change.items()):
+        if any(pd.isna(row[k]) or row[k] != v for k, v in change.items()):  # the changed fields are scalars
             rows.append({**row, **change})
     return pd.DataFrame(rows, columns=[c for c in faces.columns if c != "run_id"])
 
 
-def _differs(old: Any, new: Any) -> bool:
-    return bool(pd.isna(old)) or old != new if not isinstance(old, (list, np.ndarray)) else True
-
-
-MapBatches = Callable[[Callable[[Batch], dict[str, Any]], list[Batch]], list[dict[str, Any]]]
-
-
 def run(config: AlignConfig, workspace: Workspace, inputs: list[Manifest] | tuple = (),
-        map_batches: MapBatches | None = None) -> Manifest:
+        map_batches: MapBatches[Batch] | None = None) -> Manifest:
     with stage_run(workspace, STAGE, config, inputs, packages=("data_catalog", "alignment")) as run_ctx:
         images = sorted(set(workspace.table("images", columns=["sha256"])["sha256"]))
         done = set(workspace.table("faces", columns=["image_sha256", "config_hash"])
@@ -196,7 +185,7 @@ def run(config: AlignConfig, workspace: Workspace, inputs: list[Manifest] | tupl
         common = {"workspace": str(workspace.root), "config_json": config.model_dump_json(), "run_id": run_ctx.run_id}
         size = config.images_per_task if map_batches is not None else max(1, len(todo))
         batches = [Batch(**common, index=i, images=todo[s:s + size]) for i, s in enumerate(range(0, len(todo), size))]
-        results = (map_batches or (lambda fn, items: [fn(b) for b in items]))(align_batch, batches)
+        results = (map_batches or map_in_process)(align_batch, batches)
         counts: Counter[str] = Counter()
         for result in results:
             counts.update(result["counts"])

@@ -85,13 +85,3 @@ def build_demo_corpus(folder: str | Path, variants_per_photo: int = 6, seed: int
     index = {"version": CORPUS_VERSION, "seed": seed, "images": entries}
     atomic_write_text(index_path, json.dumps(index, indent=2, ensure_ascii=False) + "\n")
     return folder
-
-
-def corpus_digest(folder: str | Path) -> str:
-    """Content identity of a corpus folder (for logs and tests)."""
-    from data_catalog.hashing import json_hash, sha256_file
-
-    folder = Path(folder)
-    return json_hash({p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()})
-
-

@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from contextlib import ExitStack
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.compute as pc
 from tqdm import tqdm
 
 from crawling.config import CrawlConfig
@@ -36,7 +37,7 @@ from crawling.validate import EXTENSIONS, check_image
 from data_catalog.atomic import atomic_write_text
 from data_catalog.hashing import sha256_bytes, sha256_file
 from data_catalog.manifest import Manifest, TableOutput, table_digest
-from data_catalog.runs import StageRun, finished_run_ids, record_interrupted, stage_run
+from data_catalog.runs import MapBatches, StageRun, finished_run_ids, map_in_process, record_interrupted, stage_run
 from data_catalog.schemas import TABLE_SCHEMAS
 from data_catalog.workspace import Workspace
 
@@ -104,8 +105,8 @@ def recover_interrupted(ws: Workspace) -> int:
     for run_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in finished and (p / "config.json").is_file()):
         journaled = [row for batch_dir in sorted({p.parent for p in run_dir.rglob(JOURNAL)})
                      for table, row in read_journal(batch_dir) if table == "candidates"]
-        existing = ws.table("candidates", columns=["run_id", "url", "query_id"])
-        existing_pairs = set(existing.loc[existing["run_id"] == run_dir.name, ["url", "query_id"]].itertuples(index=False, name=None))
+        existing = ws.table("candidates", columns=["url", "query_id"], filter=pc.field("run_id") == run_dir.name)
+        existing_pairs = set(existing.itertuples(index=False, name=None))
         # Journal lines were not fsynced either: after a power loss, trust a row only if its blob hashes right.
         missing = [r for r in journaled if (r["url"], r["query_id"]) not in existing_pairs and _blob_intact(ws, r.get("sha256"))]
         if missing:
@@ -349,13 +350,6 @@ def crawl_batch(batch: Batch) -> dict[str, Any]:
     return {"counts": dict(crawl.counts), "search_errors": crawl.search_errors}
 
 
-MapBatches = Callable[[Callable[[Batch], dict[str, Any]], list[Batch]], list[dict[str, Any]]]
-
-
-def _in_process(fn: Callable[[Batch], dict[str, Any]], batches: list[Batch]) -> list[dict[str, Any]]:
-    return [fn(b) for b in batches]
-
-
 def _batches(config: CrawlConfig, ws: Workspace, run_id: str, queries: list[Query], url_query: Query | None,
              emulated: bool, fan_out: bool) -> list[Batch]:
     common = {"workspace": str(ws.root), "config_json": config.model_dump_json(), "emulated": emulated, "run_id": run_id}
@@ -370,7 +364,7 @@ def _batches(config: CrawlConfig, ws: Workspace, run_id: str, queries: list[Quer
 
 
 def run(config: CrawlConfig, workspace: Workspace, inputs: list[Manifest] | tuple = (),
-        map_batches: MapBatches | None = None) -> Manifest:
+        map_batches: MapBatches[Batch] | None = None) -> Manifest:
     """The stage. `map_batches` (from flows) runs batches as parallel tasks; default: all in this process."""
     recovered = recover_interrupted(workspace)
     with ExitStack() as stack:
@@ -391,7 +385,7 @@ def run(config: CrawlConfig, workspace: Workspace, inputs: list[Manifest] | tupl
             done = _done_queries(workspace)
             todo = [q for q in queries if q.query_id not in done]
             batches = _batches(resolved, workspace, run_ctx.run_id, todo, url_query, emulated, map_batches is not None)
-            results = (map_batches or _in_process)(crawl_batch, batches)
+            results = (map_batches or map_in_process)(crawl_batch, batches)
             counts: Counter[str] = Counter()
             search_errors: list[dict[str, str]] = []
             for result in results:

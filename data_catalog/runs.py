@@ -12,8 +12,9 @@ import json
 import socket
 import traceback
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -32,6 +33,15 @@ from data_catalog.manifest import (
 from data_catalog.workspace import Workspace
 
 MANIFEST_FILE_NAME = "manifest.json"
+
+B = TypeVar("B")
+# How a stage runs its independent work items: flows pass one backed by a Prefect task runner.
+MapBatches = Callable[[Callable[[B], dict[str, Any]], list[B]], list[dict[str, Any]]]
+
+
+def map_in_process(fn: Callable[[B], dict[str, Any]], items: list[B]) -> list[dict[str, Any]]:
+    """The default `map_batches`: every item here, in order."""
+    return [fn(item) for item in items]
 
 
 def new_run_id(stage: str) -> str:
