@@ -46,7 +46,26 @@ class EmulatorConfig(ConfigModel):
 
     corpus: str  # folder of images (+ index.json); relative paths resolve against the workspace
     faults: list[str] = []
-    build_demo_corpus: bool = False  # create the corpus from images shipped in installed packages if absent
+    # "package.module:function" called as function(corpus_path, **corpus_options) before serving; a reference,
+    # not an import, because the builder may live in a package crawling must not import (the demo's: alignment).
+    corpus_builder: str | None = None
+    corpus_options: dict[str, Any] = {}
+
+    @field_validator("corpus_builder")
+    @classmethod
+    def _builder_reference(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = value.split(":")
+        if len(parts) != 2 or not all(p and all(n.isidentifier() for n in p.split(".")) for p in parts):
+            raise ValueError(f"corpus_builder must look like 'package.module:function', got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _options_need_builder(self) -> EmulatorConfig:
+        if self.corpus_options and self.corpus_builder is None:
+            raise ValueError("emulator corpus_options are given but no corpus_builder takes them")
+        return self
 
 
 class CrawlConfig(StageConfig):

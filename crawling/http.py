@@ -20,7 +20,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from crawling.config import HttpConfig
-from crawling.optout import OptOutRegistry
+from data_catalog.optout import OptOutRegistry
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 

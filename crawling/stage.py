@@ -27,7 +27,7 @@ from tqdm import tqdm
 from crawling.config import CrawlConfig
 from crawling.http import PoliteClient
 from crawling.journal import JOURNAL, QUERIES_DONE, Journal, read_journal, read_queries_done
-from crawling.optout import OptOutRegistry
+from data_catalog.optout import OptOutRegistry
 from crawling.plan import Query, queries_frame, urls_query
 from crawling.sources import SearchError, SearchSource, make_source
 from crawling.sources.base import Result

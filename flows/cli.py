@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--port", type=int, default=8765)
     emulator.add_argument("--faults", default="", help="comma-separated fault modes, or 'all'")
 
+    export = sub.add_parser("export", help="export a dataset version for other tools (stylegan2-ada zip, image folder)")
+    export.add_argument("--workspace", required=True)
+    export.add_argument("--version", help="dataset version id (default: the only one)")
+    export.add_argument("--format", choices=["stylegan-zip", "folder"], default="stylegan-zip")
+    export.add_argument("--split", action="append", default=None, choices=["train", "val"],
+                        help="splits to export (repeatable; default: train)")
+    export.add_argument("--out", required=True, help="zip file (stylegan-zip) or folder")
+
     sub.add_parser("stages", help="list the stages of the DAG and whether each is built")
 
     config = sub.add_parser("config", help="show the resolved config of a stage")
@@ -171,10 +179,23 @@ def _flow_options(args: argparse.Namespace) -> dict:
             "force": args.force, "task_runner": args.task_runner, "workers": args.workers}
 
 
+def _print_result(result: list[dict] | dict) -> None:
+    """Flows return their stage outcomes, and dataset flows also where the dataset version is."""
+    _print_outcomes(result["stages"] if isinstance(result, dict) else result)
+    if isinstance(result, dict) and result.get("dataset"):
+        _print_dataset(result["dataset"])
+
+
+def _print_dataset(dataset: dict[str, str]) -> None:
+    console.print(f"dataset version {dataset['version']}")
+    console.print(f"  card:   {dataset['card']}")
+    console.print(f"  shards: {dataset['shards']}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.registry import load_flow
 
-    _print_outcomes(load_flow(args.flow)(**_flow_options(args)))
+    _print_result(load_flow(args.flow)(**_flow_options(args)))
     return 0
 
 
@@ -195,7 +216,7 @@ def cmd_align(args: argparse.Namespace) -> int:
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
-    from crawling.demo_corpus import build_demo_corpus
+    from alignment.demo_corpus import build_demo_corpus
     from crawling.emulator import main as emulator_main
 
     corpus = args.corpus or str(build_demo_corpus(Path("workspace") / "corpus" / "demo"))
@@ -207,9 +228,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     args.flow, args.profile, args.overrides, args.task_runner, args.workers = "reproduce", "demo", [], "thread", 4
     code = cmd_run(args)
     workspace = Path(args.workspace).resolve()
+    from flows.build_megn import dataset_location
+
+    if (dataset := dataset_location(workspace)) is not None:
+        _print_dataset(dataset)
     console.print(f"workspace: {workspace}")
     console.print(f"inspect it with: sdgan catalog ls --workspace {args.workspace}")
     return code
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from data_catalog.export import export_folder, export_stylegan_zip
+    from data_catalog.loader import list_shards
+
+    ws = _open(args.workspace)
+    versions = ws.dataset_versions()
+    version = args.version or (versions[-1] if len(versions) == 1 else None)
+    if version is None or version not in versions:
+        raise ValueError(f"choose a dataset version with --version; this workspace has: {', '.join(versions) or 'none'}")
+    folder = ws.root / "primary" / "megn" / version
+    shards = [p for split in (args.split or ["train"]) for p in list_shards(folder, split)]
+    out = (export_stylegan_zip if args.format == "stylegan-zip" else export_folder)(shards, args.out)
+    console.print(f"exported {len(shards)} shard(s) of {version} to {out}")
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -247,6 +288,7 @@ COMMANDS = {
     "crawl": cmd_crawl,
     "align": cmd_align,
     "emulator": cmd_emulator,
+    "export": cmd_export,
     "stages": cmd_stages,
     "config": cmd_config,
 }

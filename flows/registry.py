@@ -11,6 +11,8 @@ FLOWS: dict[str, str] = {
     "catalog-verify": "flows.catalog_verify:catalog_verify_flow",
     "crawl": "flows.crawl:crawl_flow",
     "align": "flows.align:align_flow",
+    "shard": "flows.shard:shard_flow",
+    "build-megn": "flows.build_megn:build_megn_flow",
 }
 
 

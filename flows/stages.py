@@ -57,7 +57,14 @@ STAGES: dict[str, StageSpec] = {
             config_class="AlignConfig",
             packages=("data_catalog", "alignment"),
         ),
-        StageSpec("shard", "write versioned WebDataset shards, splits and the dataset card", ("align",)),
+        StageSpec(
+            "shard",
+            "write versioned WebDataset shards, splits and the dataset card",
+            ("crawl", "align"),  # crawl too: labels and provenance come from its queries and candidates
+            module="data_catalog.dataset",
+            config_class="ShardConfig",
+            packages=("data_catalog",),
+        ),
         StageSpec("train-stylegan2", "train the 256 px StyleGAN2 generator", ("shard",)),
         StageSpec("train-classifier", "train the attribute classifier", ("shard",)),
         StageSpec("fit-boundaries", "fit InterfaceGAN boundaries (semantic prior basis)", ("train-stylegan2", "train-classifier")),

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from crawling.optout import OptOutRegistry
+from data_catalog.optout import OptOutRegistry
 from crawling.validate import check_image
 
 FORMATS = {"JPEG", "PNG"}

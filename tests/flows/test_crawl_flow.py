@@ -57,13 +57,15 @@ def test_demo_profile_crawls_the_demo_corpus_from_the_emulator(prefect_server: s
     queries = workspace.table("queries")
     assert set(queries["engine"]) == {"google", "naver", "google-api", "naver-api"}
     found = candidates.merge(queries[["query_id", "attribute"]], on="query_id")
-    assert set(found["attribute"]) == {"none"}  # the plain-face corpus answers only plain-face queries
+    assert set(found["attribute"]) == {"none", "face_mask", "sunglasses", "frame_glasses"}
+    # the demo corpus names files by class: each query is answered by its own class only
+    assert all(Path(u).name.startswith(a.replace("_", "-") + "-") for u, a in zip(found["url"], found["attribute"]))
     assert set(found["engine"]) == {"google", "naver", "google-api", "naver-api"}
     assert (found["status"] == "ok").all() and len(workspace.table("images")) > 0
     assert (workspace.root / "corpus" / "demo" / "index.json").is_file()
 
 
-@pytest.mark.parametrize("runner", ["thread", "process"])
+@pytest.mark.parametrize("runner", ["thread", "process", "dask"])  # dask: a local cluster of 2 workers
 def test_flow_fans_out_one_task_per_query(prefect_server: str, corpus: Path, tmp_path: Path, runner: str) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName

@@ -1,0 +1,168 @@
+"""The shard stage on a catalog built by hand: labels, opt-out, identity splits, versions, samples rows."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from data_catalog import StageConfig, Workspace, stage_run
+from data_catalog.dataset import ShardConfig, assign_splits, label_of, run
+from data_catalog.hashing import sha256_bytes
+
+
+class UpstreamConfig(StageConfig):
+    STAGE = "upstream"
+
+
+# image -> (attributes of the queries that found it, identity cluster, url)
+IMAGES = {
+    "a": (["face_mask"], 0, "https://a.example/1.jpg"),
+    "b": (["face_mask", "face_mask", "none"], 0, "https://a.example/2.jpg"),  # majority: face_mask
+    "c": (["sunglasses"], 1, "https://b.example/3.jpg"),
+    "d": (["frame_glasses", "sunglasses"], 2, "https://b.example/4.jpg"),  # a tie: label_conflict
+    "e": (["none"], 3, "https://blocked.example/5.jpg"),  # opted out by domain
+    "f": (["none"], 4, "https://c.example/6.jpg"),
+    "g": (["frame_glasses"], 5, "https://c.example/7.jpg"),
+}
+ATTRIBUTE_OF_QUERY = ["none", "face_mask", "sunglasses", "frame_glasses"]
+
+
+def _sha(name: str) -> str:
+    return sha256_bytes(name.encode())
+
+
+def _aligned(workspace: Workspace, seed: int) -> str:
+    pixels = np.random.default_rng(seed).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return workspace.aligned.put(buffer.getvalue(), "png")
+
+
+def build_catalog(workspace: Workspace) -> tuple:
+    """Runs of `crawl` and `align` with the tables the shard stage reads."""
+    queries = [{"query_id": f"q-{a}", "plan_hash": "p" * 8, "engine": "google", "attribute": a, "keyword": f"kw {a}",
+                "language": "en", "window": None, "max_results": 10} for a in ATTRIBUTE_OF_QUERY]
+    candidates, faces = [], []
+    for seed, (name, (attributes, cluster, url)) in enumerate(sorted(IMAGES.items())):
+        sha = _sha(name)
+        for rank, attribute in enumerate(attributes):
+            candidates.append({"url": url if rank == 0 else f"{url}?dup={rank}", "engine": "google",
+                               "query_id": f"q-{attribute}", "page": 0, "rank": rank, "page_url": None, "title": name,
+                               "licence": "cc-by" if name == "a" else None, "status": "ok", "reason": None,
+                               "http_status": 200, "bytes": 10, "sha256": sha, "width": 64, "height": 64,
+                               "content_type": "image/jpeg", "fetched_at": pd.Timestamp("2026-01-01", tz="UTC")})
+        faces.append({"face_id": f"{sha[:20]}_0", "image_sha256": sha, "face_index": 0, "box": [0.0, 0.0, 9.0, 9.0],
+                      "landmarks5": [1.0] * 10, "landmarks68": [1.0] * 136, "detector": "retinaface",
+                      "detector_version": "x", "det_score": 0.99, "align_confidence": 0.9, "landmark_sources": "{}",
+                      "quad": [0.0] * 8, "decision": "kept", "reason": None,
+                      "aligned_sha256": _aligned(workspace, seed), "identity_cluster": cluster, "config_hash": "h",
+                      "transform": [0.0] * 9, "quality": "{}", "phash": "0" * 16, "descriptor": None,
+                      "duplicate_of": None})
+    candidates.append({**candidates[0], "url": "https://dead.example/x.jpg", "status": "failed", "reason": "http_404",
+                       "sha256": None})
+    faces.append({**faces[0], "face_id": "rejected_0", "decision": "rejected", "reason": "blur"})
+    with stage_run(workspace, "crawl", UpstreamConfig()) as crawl:
+        crawl.append("queries", pd.DataFrame(queries))
+        crawl.append("candidates", pd.DataFrame(candidates))
+    with stage_run(workspace, "align", UpstreamConfig(), [crawl.manifest]) as align:
+        align.append("faces", pd.DataFrame(faces))
+    align.manifest.config_hash = "h"  # the faces rows above carry this align config hash
+    return crawl.manifest, align.manifest
+
+
+@pytest.fixture
+def catalog(workspace: Workspace, tmp_path: Path) -> tuple:
+    optout = tmp_path / "optout.txt"
+    optout.write_text("domain:blocked.example\n", encoding="utf-8")
+    return (*build_catalog(workspace), str(optout))
+
+
+def shard_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("megn-*.tar"))
+
+
+def test_labels_follow_the_query_majority() -> None:
+    assert label_of([{"attribute": "face_mask"}, {"attribute": "face_mask"}, {"attribute": "none"}]) == ("face_mask", "query")
+    assert label_of([{"attribute": "sunglasses"}, {"attribute": "frame_glasses"}]) == (None, "label_conflict")
+    assert label_of([{"attribute": None}]) == (None, "no_label")
+
+
+def test_splits_are_seeded_and_never_empty() -> None:
+    identities = [f"id{i}" for i in range(20)]
+    splits = assign_splits(identities, 0.25, seed=3)
+    assert splits == assign_splits(identities, 0.25, seed=3) and splits != assign_splits(identities, 0.25, seed=4)
+    assert 1 <= list(splits.values()).count("val") < 20
+    assert set(assign_splits(["x", "y"], 0.01, 0).values()) == {"train", "val"}
+    assert set(assign_splits(["x"], 0.5, 0).values()) == {"train"} or set(assign_splits(["x"], 0.5, 0).values()) == {"val"}
+
+
+def test_shard_stage_writes_a_traceable_identity_split_version(workspace: Workspace, catalog: tuple) -> None:
+    crawl, align, optout = catalog
+    config = ShardConfig(max_count=2, min_shards=1, val_fraction=0.3, optout=optout)
+    manifest = run(config, workspace, [crawl, align])
+    assert manifest.status == "completed"
+    (version,) = workspace.dataset_versions()
+    folder = workspace.root / "primary" / "megn" / version
+    # a (mask), b (mask by majority), c (sunglasses), f (none), g (frame glasses); d conflicts, e opted out
+    assert manifest.counts["samples"] == 5
+    assert manifest.counts["rejected_label_conflict"] == 1 and manifest.counts["rejected_opt_out"] == 1
+    samples = workspace.table("samples")
+    assert sorted(samples["key"]) == sorted(f"{_sha(n)[:20]}_0" for n in "abcfg")
+    assert (samples["dataset_version"] == version).all()
+    read = {}
+    for shard in shard_files(folder):
+        for sample in wds.WebDataset(str(shard), shardshuffle=False):
+            read[sample["__key__"]] = sample
+            assert samples.set_index("key").loc[sample["__key__"], "shard"] == f"primary/megn/{version}/{shard.name}"
+    assert set(read) == set(samples["key"])
+    meta = json.loads(read[f"{_sha('a')[:20]}_0"]["json"])
+    assert meta["attribute"] == "face_mask" and int(read[f"{_sha('a')[:20]}_0"]["cls"]) == 1
+    assert meta["licence"] == "cc-by" and meta["sources"][0]["url"] == "https://a.example/1.jpg"
+    assert meta["sources"][0]["keyword"] == "kw face_mask"
+    # a and b share an identity cluster, so they share a split
+    assert json.loads(read[f"{_sha('b')[:20]}_0"]["json"])["split"] == meta["split"]
+    identity_splits = samples.assign(identity=[json.loads(read[k]["json"])["identity"] for k in samples["key"]])
+    assert identity_splits.groupby("identity")["split"].nunique().max() == 1
+    assert {p.name for p in folder.iterdir()} >= {"card.md", "grid.png", "config.json", "version.json"}
+    card = (folder / "card.md").read_text(encoding="utf-8")
+    assert "http_404" in card and "label_conflict" in card and "blur" in card
+
+
+def test_same_catalog_and_config_give_the_same_bytes_and_no_duplicate_rows(workspace: Workspace, catalog: tuple) -> None:
+    crawl, align, optout = catalog
+    config = ShardConfig(max_count=2, optout=optout)
+    first = run(config, workspace, [crawl, align])
+    folder = workspace.root / "primary" / "megn" / workspace.dataset_versions()[0]
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    shutil.rmtree(folder)  # rebuilt from the catalog, byte for byte
+    second = run(config, workspace, [crawl, align])
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert first.content_hash == second.content_hash
+    assert len(workspace.table("samples")) == first.counts["samples"]  # rows are not appended twice
+
+
+def test_encoding_settings_change_the_version(workspace: Workspace, catalog: tuple) -> None:
+    crawl, align, _ = catalog
+    run(ShardConfig(jpeg_quality=90), workspace, [crawl, align])
+    run(ShardConfig(image_format="png"), workspace, [crawl, align])
+    versions = workspace.dataset_versions()
+    assert len(versions) == 2
+    extensions = set()
+    for version in versions:
+        with tarfile.open(workspace.root / "primary" / "megn" / version / "megn-train-000000.tar") as tar:
+            extensions.add(frozenset(Path(n).suffix for n in tar.getnames()))
+    assert extensions == {frozenset({".cls", ".jpg", ".json"}), frozenset({".cls", ".png", ".json"})}
+
+
+def test_a_missing_upstream_run_is_a_clear_error(workspace: Workspace) -> None:
+    with pytest.raises(ValueError, match="needs a completed crawl run"):
+        run(ShardConfig(), workspace, [])

@@ -1,0 +1,112 @@
+"""`prefect deployment run build-megn/demo` end to end through a real Prefect server, as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import webdataset as wds
+
+from data_catalog import Workspace
+from data_catalog.hashing import sha256_file
+from data_catalog.loader import MegnDataset, list_shards
+from tests.conftest import BIN, PROJECT_ROOT, stop_process
+from tests.flows.test_deployments import last_flow_run, wait_for_deployment
+
+pytestmark = pytest.mark.prefect_server
+
+DEPLOYMENT = "build-megn/demo"
+# A smaller demo corpus keeps the three builds of this module within a few minutes on 2 cores.
+SMALL_CORPUS = 'crawl.emulator.corpus_options={"variants_per_class": 3}'
+
+
+@pytest.fixture(scope="module")
+def served(prefect_server: str, tmp_path_factory: pytest.TempPathFactory):
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    with open(log, "wb") as handle:
+        process = subprocess.Popen([str(BIN / "sdgan"), "serve", "--only", DEPLOYMENT], cwd=PROJECT_ROOT, env=env,
+                                   stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_deployment(DEPLOYMENT, process, log)
+        yield env
+    finally:
+        stop_process(process)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("megn") / "ws"
+
+
+def build(env: dict, workspace: Path, *overrides: str) -> dict:
+    params = {"workspace": str(workspace), "overrides": [SMALL_CORPUS, *overrides]}
+    result = subprocess.run([str(BIN / "prefect"), "deployment", "run", DEPLOYMENT, "--params", json.dumps(params),
+                             "--watch", "--watch-interval", "1"],
+                            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    flow_run = last_flow_run(DEPLOYMENT)
+    assert flow_run.state.is_completed()
+    return flow_run.state.result()
+
+
+def statuses(result: dict) -> dict[str, str]:
+    return {o["stage"]: o["status"] for o in result["stages"]}
+
+
+def shard_hashes(folder: Path) -> dict[str, str]:
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_first_build_writes_shards_that_give_every_sample_once(served: dict, workspace: Path) -> None:
+    result = build(served, workspace)
+    assert statuses(result) == {"crawl": "ran", "align": "ran", "shard": "ran"}
+    dataset = result["dataset"]
+    folder = Path(dataset["folder"])
+    assert Path(dataset["card"]).is_file() and (folder / "grid.png").is_file()
+    ws = Workspace(workspace, create=False)
+    samples = ws.table("samples")
+    samples = samples[samples["dataset_version"] == dataset["version"]]
+    # most augmented variants are near duplicates once aligned, so a small corpus keeps a dozen or so faces
+    assert len(samples) >= 8 and len(set(samples["attribute"])) >= 3
+    assert set(samples["split"]) == {"train", "val"}
+
+    # the stock webdataset library reads every catalog sample, with its label
+    stock = {}
+    for shard in sorted(folder.glob("megn-*.tar")):
+        for sample in wds.WebDataset(str(shard), shardshuffle=False):
+            stock[sample["__key__"]] = int(sample["cls"])
+    assert stock == dict(zip(samples["key"], samples["attribute_id"].astype(int)))
+
+    # our DDP reader, two ranks simulated: every training sample exactly once
+    shards = list_shards(folder, "train")
+    keys = [item["key"] for rank in (0, 1) for item in MegnDataset(shards, rank=rank, world_size=2)]
+    assert sorted(keys) == sorted(samples[samples["split"] == "train"]["key"])
+
+    verify = subprocess.run([str(BIN / "sdgan"), "catalog", "verify", "--workspace", str(workspace)],
+                            capture_output=True, text=True, timeout=300)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_second_build_is_fully_cached_and_byte_identical(served: dict, workspace: Path) -> None:
+    ws = Workspace(workspace, create=False)
+    (version,) = ws.dataset_versions()
+    before = shard_hashes(ws.root / "primary" / "megn" / version)
+    result = build(served, workspace)
+    assert statuses(result) == {"crawl": "cached", "align": "cached", "shard": "cached"}
+    assert result["dataset"]["version"] == version
+    assert shard_hashes(ws.root / "primary" / "megn" / version) == before
+
+
+def test_changing_a_filter_threshold_reruns_only_align_and_shard(served: dict, workspace: Path) -> None:
+    ws = Workspace(workspace, create=False)
+    (old,) = ws.dataset_versions()
+    result = build(served, workspace, "align.filters.min_inter_ocular=40")
+    assert statuses(result) == {"crawl": "cached", "align": "ran", "shard": "ran"}
+    new = result["dataset"]["version"]
+    assert new != old and set(ws.dataset_versions()) == {old, new}
+    samples = ws.table("samples")
+    assert (samples["dataset_version"] == new).sum() < (samples["dataset_version"] == old).sum()
