@@ -16,12 +16,12 @@ from pydantic import Field, field_validator
 
 from data_catalog.config import ConfigModel, read_mapping, validate_config
 from data_catalog.hashing import canonical_json, json_hash
+from data_catalog.shards import ATTRIBUTE_IDS  # one definition of the ids (DESIGN.md section 4)
 
 Engine = Literal["google", "naver", "google-api", "naver-api"]
 ENGINES: tuple[str, ...] = ("google", "naver", "google-api", "naver-api")
 
 # DESIGN.md section 4: attribute ids used by shards, dataset.json and the classifier.
-ATTRIBUTE_IDS: dict[str, int] = {"none": 0, "face_mask": 1, "sunglasses": 2, "frame_glasses": 3}
 
 
 class KeywordGroup(ConfigModel):

@@ -21,10 +21,8 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from data_catalog.atomic import atomic_write_bytes, atomic_write_text
+from data_catalog.shards import ATTRIBUTE_IDS  # DESIGN.md section 4
 
-# Same ids as crawling.plan.ATTRIBUTE_IDS (DESIGN.md section 4); repeated here because the catalog is the
-# bottom layer and must not import the crawl stage. A test keeps the two in step.
-ATTRIBUTE_IDS: dict[str, int] = {"none": 0, "face_mask": 1, "sunglasses": 2, "frame_glasses": 3}
 ATTRIBUTES: tuple[str, ...] = tuple(sorted(ATTRIBUTE_IDS, key=ATTRIBUTE_IDS.__getitem__))
 
 CARD_NAME = "card.md"

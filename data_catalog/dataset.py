@@ -36,11 +36,10 @@ from data_catalog.hashing import canonical_json, sha256_bytes
 from data_catalog.manifest import Manifest, TableOutput, table_digest
 from data_catalog.optout import OptOutRegistry
 from data_catalog.runs import stage_run
-from data_catalog.shards import ATTRIBUTE_NAMES, ShardInfo, ShardSample, encode_image, write_shards
+from data_catalog.shards import ATTRIBUTE_IDS, ShardInfo, ShardSample, encode_image, write_shards
 from data_catalog.workspace import Workspace
 
 STAGE = "shard"
-ATTRIBUTE_IDS = {name: index for index, name in ATTRIBUTE_NAMES.items()}
 VERSION_FILE = "version.json"  # written last: its presence marks a complete version folder
 SPLITS = ("train", "val")
 SAMPLE_COLUMNS = ["dataset_version", "split", "shard", "key", "face_id", "attribute_id", "attribute", "label_source"]

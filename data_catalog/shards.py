@@ -25,6 +25,7 @@ from data_catalog.hashing import canonical_json
 
 KEY_PATTERN: re.Pattern[str] = re.compile(r"^[A-Za-z0-9_-]+$")
 ATTRIBUTE_NAMES: dict[int, str] = {0: "none", 1: "face_mask", 2: "sunglasses", 3: "frame_glasses"}
+ATTRIBUTE_IDS: dict[str, int] = {name: index for index, name in ATTRIBUTE_NAMES.items()}
 IMAGE_EXTS = ("jpg", "png")
 
 _BLOCK = 512

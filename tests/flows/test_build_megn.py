@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -13,8 +12,8 @@ import webdataset as wds
 from data_catalog import Workspace
 from data_catalog.hashing import sha256_file
 from data_catalog.loader import MegnDataset, list_shards
-from tests.conftest import BIN, PROJECT_ROOT, stop_process
-from tests.flows.test_deployments import last_flow_run, wait_for_deployment
+from tests.conftest import BIN, PROJECT_ROOT
+from tests.flows.prefect_helpers import last_flow_run, serving
 
 pytestmark = pytest.mark.prefect_server
 
@@ -25,16 +24,8 @@ SMALL_CORPUS = 'crawl.emulator.corpus_options={"variants_per_class": 3}'
 
 @pytest.fixture(scope="module")
 def served(prefect_server: str, tmp_path_factory: pytest.TempPathFactory):
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-    with open(log, "wb") as handle:
-        process = subprocess.Popen([str(BIN / "sdgan"), "serve", "--only", DEPLOYMENT], cwd=PROJECT_ROOT, env=env,
-                                   stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for_deployment(DEPLOYMENT, process, log)
+    with serving(DEPLOYMENT, prefect_server, tmp_path_factory.mktemp("serve") / "serve.log") as env:
         yield env
-    finally:
-        stop_process(process)
 
 
 @pytest.fixture(scope="module")

@@ -3,51 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from data_catalog import Workspace
-from tests.conftest import BIN, PROJECT_ROOT, stop_process
+from tests.conftest import BIN, PROJECT_ROOT
+from tests.flows.prefect_helpers import last_flow_run, serving
 
 pytestmark = pytest.mark.prefect_server
 
 DEPLOYMENT = "catalog-verify/demo"
 
 
-def wait_for_deployment(name: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"sdgan serve exited early:\n{log.read_text(errors='replace')[-4000:]}")
-            try:
-                client.read_deployment_by_name(name)
-                return
-            except ObjectNotFound:
-                time.sleep(0.5)
-    raise TimeoutError(f"deployment {name} not registered after {timeout} s:\n{log.read_text(errors='replace')[-4000:]}")
-
-
 @pytest.fixture(scope="module")
 def served(prefect_server: str, tmp_path_factory: pytest.TempPathFactory):
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-    with open(log, "wb") as handle:
-        process = subprocess.Popen([str(BIN / "sdgan"), "serve", "--only", DEPLOYMENT], cwd=PROJECT_ROOT, env=env,
-                                   stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for_deployment(DEPLOYMENT, process, log)
+    with serving(DEPLOYMENT, prefect_server, tmp_path_factory.mktemp("serve") / "serve.log") as env:
         yield env
-    finally:
-        stop_process(process)
 
 
 def run_deployment_cli(env: dict, workspace: Path) -> subprocess.CompletedProcess:
@@ -56,19 +30,6 @@ def run_deployment_cli(env: dict, workspace: Path) -> subprocess.CompletedProces
          "--watch-interval", "1"],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
-
-
-def last_flow_run(deployment_name: str):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name(deployment_name)
-        (run,) = client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
-            sort=FlowRunSort.START_TIME_DESC, limit=1)
-        return run
 
 
 def test_deployment_run_completes_and_writes_catalog_rows(served: dict, tmp_path: Path) -> None:
