@@ -101,3 +101,22 @@ def test_changing_a_filter_threshold_reruns_only_align_and_shard(served: dict, w
     assert new != old and set(ws.dataset_versions()) == {old, new}
     samples = ws.table("samples")
     assert (samples["dataset_version"] == new).sum() < (samples["dataset_version"] == old).sum()
+
+
+def test_export_writes_a_stylegan_dataset_zip_of_the_version(workspace: Path, tmp_path: Path) -> None:
+    import zipfile
+
+    ws = Workspace(workspace, create=False)
+    version = sorted(ws.dataset_versions())[0]
+    out = tmp_path / "megn.zip"
+    done = subprocess.run([str(BIN / "sdgan"), "export", "--workspace", str(workspace), "--version", version,
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    samples = ws.table("samples")
+    train = samples[(samples["dataset_version"] == version) & (samples["split"] == "train")]
+    with zipfile.ZipFile(out) as archive:
+        labels = json.loads(archive.read("dataset.json"))["labels"]
+    assert sorted(label for _, label in labels) == sorted(train["attribute_id"].astype(int))
+    ambiguous = subprocess.run([str(BIN / "sdgan"), "export", "--workspace", str(workspace), "--out", str(out)],
+                               capture_output=True, text=True, timeout=300)
+    assert ambiguous.returncode == 2 and "--version" in ambiguous.stderr  # two versions exist by now
