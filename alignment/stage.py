@@ -28,6 +28,7 @@ from alignment.detect import LandmarkPredictor, make_detector
 from alignment.ffhq import align
 from alignment.filters import judge, measure
 from alignment.landmarks import fuse
+from data_catalog.effective import effective_faces
 from data_catalog.manifest import Manifest, TableOutput, table_digest
 from data_catalog.runs import MapBatches, map_in_process, stage_run
 from data_catalog.workspace import Workspace
@@ -134,15 +135,6 @@ def align_batch(batch: Batch) -> dict[str, Any]:
     counts = Counter(f"{r['decision']}" for r in rows if r["face_index"] != NO_FACE)
     counts.update(f"reason_{r['reason']}" for r in rows if r["reason"])
     return {"counts": dict(counts)}
-
-
-def effective_faces(ws: Workspace, config_hash: str) -> pd.DataFrame:
-    """The latest row of every face for one config (dedup rows supersede the batches' rows)."""
-    faces = ws.table("faces")
-    faces = faces[faces["config_hash"] == config_hash]
-    if faces.empty:
-        return faces
-    return faces.drop_duplicates("face_id", keep="last").reset_index(drop=True)  # table order is append order
 
 
 def deduplicate(faces: pd.DataFrame, config: AlignConfig) -> pd.DataFrame:

@@ -27,16 +27,17 @@ from tqdm import tqdm
 from crawling.config import CrawlConfig
 from crawling.http import PoliteClient
 from crawling.journal import JOURNAL, QUERIES_DONE, Journal, read_journal, read_queries_done
-from data_catalog.optout import OptOutRegistry
 from crawling.plan import Query, queries_frame, urls_query
 from crawling.sources import SearchError, SearchSource, make_source
 from crawling.sources.base import Result
 from crawling.sources.urls import read_url_list
-from crawling.state import Outcome, UrlBook, latest_candidates
+from crawling.state import Outcome, UrlBook
 from crawling.validate import EXTENSIONS, check_image
 from data_catalog.atomic import atomic_write_text
+from data_catalog.effective import latest_candidates
 from data_catalog.hashing import sha256_bytes, sha256_file
 from data_catalog.manifest import Manifest, TableOutput, table_digest
+from data_catalog.optout import OptOutRegistry
 from data_catalog.runs import MapBatches, StageRun, finished_run_ids, map_in_process, record_interrupted, stage_run
 from data_catalog.schemas import TABLE_SCHEMAS
 from data_catalog.workspace import Workspace

@@ -9,7 +9,6 @@ from typing import Any
 
 import pandas as pd
 
-from data_catalog.workspace import Workspace
 
 OUTCOME_COLUMNS = ("status", "reason", "http_status", "bytes", "sha256", "width", "height", "content_type")
 
@@ -30,15 +29,6 @@ class Outcome:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Outcome:
         return cls(**{f.name: (None if pd.isna(row[f.name]) else row[f.name]) for f in fields(cls)})
-
-
-def latest_candidates(ws: Workspace) -> pd.DataFrame:
-    """The effective candidates: the last row per (url, query_id) by fetch time."""
-    frame = ws.table("candidates")
-    if frame.empty:
-        return frame
-    frame = frame.sort_values("fetched_at", kind="stable", na_position="first")
-    return frame.drop_duplicates(["url", "query_id"], keep="last").reset_index(drop=True)
 
 
 class UrlBook:

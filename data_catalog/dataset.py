@@ -19,6 +19,7 @@ import io
 import json
 import os
 import shutil
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,11 +33,12 @@ from pydantic import Field
 from data_catalog.atomic import atomic_write_text
 from data_catalog.card import CardInputs, write_card
 from data_catalog.config import StageConfig
+from data_catalog.effective import effective_faces, latest_candidates
 from data_catalog.hashing import canonical_json, sha256_bytes
 from data_catalog.manifest import Manifest, TableOutput, table_digest
 from data_catalog.optout import OptOutRegistry
 from data_catalog.runs import stage_run
-from data_catalog.shards import ATTRIBUTE_IDS, ShardInfo, ShardSample, encode_image, write_shards
+from data_catalog.shards import ATTRIBUTE_IDS, ShardInfo, ShardSample, encode_image, read_all_stats, write_shards
 from data_catalog.workspace import Workspace
 
 STAGE = "shard"
@@ -70,18 +72,11 @@ def _stage_inputs(workspace: Workspace, inputs: list[Manifest] | tuple) -> dict[
     return by_stage
 
 
-def kept_faces(workspace: Workspace, align_config_hash: str) -> pd.DataFrame:
-    """The align stage's final decision per face (its latest row for that config), kept faces only."""
-    faces = workspace.table("faces")
-    faces = faces[faces["config_hash"] == align_config_hash].drop_duplicates("face_id", keep="last")
-    return faces[faces["decision"] == "kept"].sort_values("face_id").reset_index(drop=True)
+def provenance(workspace: Workspace, candidates: pd.DataFrame, image_sha256: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """Per image: every successful search hit that fetched it (engine, query, rank, URL, licence).
 
-
-def provenance(workspace: Workspace, image_sha256: set[str]) -> dict[str, list[dict[str, Any]]]:
-    """Per image: every successful search hit that fetched it (engine, query, rank, URL, licence)."""
-    candidates = workspace.table("candidates")
+    `candidates` are the effective ones (`latest_candidates`)."""
     candidates = candidates[(candidates["status"] == "ok") & candidates["sha256"].isin(image_sha256)]
-    candidates = candidates.drop_duplicates(["url", "query_id"], keep="last")
     queries = workspace.table("queries").drop_duplicates("query_id", keep="last")
     merged = candidates.merge(queries[["query_id", "attribute", "keyword", "language"]], on="query_id", how="left")
     result: dict[str, list[dict[str, Any]]] = {}
@@ -153,11 +148,13 @@ def sample_metadata(face: dict[str, Any], attribute: str, hits: list[dict[str, A
     }
 
 
-def select_samples(workspace: Workspace, config: ShardConfig, align_config_hash: str,
+def select_samples(workspace: Workspace, config: ShardConfig, faces: pd.DataFrame, candidates: pd.DataFrame,
                    registry: OptOutRegistry) -> tuple[list[dict[str, Any]], Counter[str]]:
-    """Every sample (sorted by key) with its split and metadata, and the rejections by reason."""
-    faces = kept_faces(workspace, align_config_hash)
-    hits_by_image = provenance(workspace, set(faces["image_sha256"]))
+    """Every sample (sorted by key) with its split and metadata, and the rejections by reason.
+
+    `faces` are the align stage's effective rows for its config, `candidates` the effective candidates."""
+    faces = faces[faces["decision"] == "kept"].sort_values("face_id").reset_index(drop=True)
+    hits_by_image = provenance(workspace, candidates, set(faces["image_sha256"]))
     rejected: Counter[str] = Counter()
     chosen = []
     for face in faces.to_dict("records"):
@@ -214,13 +211,9 @@ def per_shard(count: int, config: ShardConfig) -> int:
     return max(1, min(config.max_count, -(-count // config.min_shards)))
 
 
-def rejection_counts(workspace: Workspace, align_config_hash: str, shard: Counter[str]) -> dict[str, dict[str, int]]:
+def rejection_counts(faces: pd.DataFrame, candidates: pd.DataFrame, shard: Counter[str]) -> dict[str, dict[str, int]]:
     """Stage -> reason -> count for the card: failed fetches, rejected faces, samples dropped here."""
-    candidates = workspace.table("candidates", columns=["url", "query_id", "status", "reason"])
-    candidates = candidates.drop_duplicates(["url", "query_id"], keep="last")
     crawl = candidates[candidates["status"] != "ok"]["reason"].fillna("unknown").value_counts()
-    faces = workspace.table("faces", columns=["face_id", "config_hash", "decision", "reason"])
-    faces = faces[faces["config_hash"] == align_config_hash].drop_duplicates("face_id", keep="last")
     align = faces[faces["decision"] != "kept"]["reason"].fillna("unknown").value_counts()
     return {"crawl": {str(k): int(v) for k, v in crawl.items()}, "align": {str(k): int(v) for k, v in align.items()},
             "shard": dict(shard)}
@@ -241,7 +234,7 @@ def _card_inputs(workspace: Workspace, config: ShardConfig, version: str, sample
         if sample["split"] == "train" and len(examples[sample["attribute"]]) < config.examples_per_attribute:
             examples[sample["attribute"]].append(workspace.aligned.read(sample["aligned_sha256"]))
     plan_hashes = sorted(set(workspace.table("queries", columns=["plan_hash"])["plan_hash"]))
-    identities = Counter(s["split"] for s in {(s["metadata"]["identity"], s["split"]): s for s in samples}.values())
+    identities = Counter(split for _, split in {(s["metadata"]["identity"], s["split"]) for s in samples})
     return CardInputs(
         version=version, samples=pd.DataFrame(rows), rejections=rejections, resolution=resolution,
         image_format=config.image_format, plan_hash=",".join(plan_hashes) or None, code_version=code_version,
@@ -263,8 +256,9 @@ def write_version(workspace: Workspace, config: ShardConfig, version: str, sampl
     final = workspace.root / "primary" / "megn" / version
     if (final / VERSION_FILE).is_file():
         return final
+    for stale in final.parent.glob(f".{version}.partial-*"):  # left by a killed run of this version
+        shutil.rmtree(stale, ignore_errors=True)
     temp = final.with_name(f".{version}.partial-{os.getpid()}")
-    shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
     shards: list[ShardInfo] = []
     for split in SPLITS:
@@ -287,10 +281,12 @@ def run(config: ShardConfig, workspace: Workspace, inputs: list[Manifest] | tupl
     upstream = _stage_inputs(workspace, inputs)
     with stage_run(workspace, STAGE, config, list(upstream.values()), packages=("data_catalog",)) as run_ctx:
         registry = OptOutRegistry.load(config.optout)
-        align_hash = upstream["align"].config_hash
-        samples, rejected = select_samples(workspace, config, align_hash, registry)
+        # Each table is read once; the effective-row rules are the ones the crawl and align stages use.
+        faces = effective_faces(workspace, upstream["align"].config_hash)
+        candidates = latest_candidates(workspace)
+        samples, rejected = select_samples(workspace, config, faces, candidates, registry)
         version = dataset_version(samples, config)
-        folder = write_version(workspace, config, version, samples, rejection_counts(workspace, align_hash, rejected),
+        folder = write_version(workspace, config, version, samples, rejection_counts(faces, candidates, rejected),
                                upstream, run_ctx.manifest.code_version)
         for path in sorted(folder.iterdir()):
             run_ctx.add_file(path.name, path)
@@ -313,7 +309,6 @@ def run(config: ShardConfig, workspace: Workspace, inputs: list[Manifest] | tupl
             **{f"rejected_{k}": v for k, v in rejected.items()},
             "shards": sum(1 for p in folder.glob("*.tar")),
         })
-        (run_ctx.workspace.run_dir(STAGE, run_ctx.run_id) / "dataset_version").write_text(version + "\n", encoding="utf-8")
     return run_ctx.manifest
 
 
@@ -321,16 +316,14 @@ def _with_shards(rows: pd.DataFrame, folder: Path) -> pd.DataFrame:
     """Fill the shard column from the version's stats files (the writer decides the cut points).
 
     `folder` is already the final version folder when this runs, so the paths resolve."""
-    shard_of: dict[str, str] = {}
-    for stats in sorted(folder.glob("*_stats.json")):
-        info = json.loads(stats.read_text(encoding="utf-8"))
-        shard_of[info["name"]] = info["first_key"] + "\0" + info["last_key"]
-    ranges = sorted((bounds.split("\0"), name) for name, bounds in shard_of.items())
-    def find(key: str, split: str) -> str:
-        for (first, last), name in ranges:
-            if f"-{split}-" in name and first <= key <= last:
-                return name
-        raise ValueError(f"sample {key} is in no shard of {folder}")
-    prefix = f"primary/megn/{folder.name}/"  # workspace-relative, as every catalog path
-    rows["shard"] = [prefix + find(k, s) for k, s in zip(rows["key"], rows["split"])]
+    shards = {split: read_all_stats(folder, split) for split in SPLITS}  # in shard order, so by first key
+
+    def shard_of(key: str, split: str) -> str:
+        infos = shards[split]
+        info = infos[max(0, bisect_right([i.first_key for i in infos], key) - 1)] if infos else None
+        if info is None or not info.first_key <= key <= info.last_key:
+            raise ValueError(f"sample {key} is in no {split} shard of {folder}")
+        return f"primary/megn/{folder.name}/{info.name}"  # workspace-relative, as every catalog path
+
+    rows["shard"] = [shard_of(k, s) for k, s in zip(rows["key"], rows["split"])]
     return rows

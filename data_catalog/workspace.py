@@ -109,4 +109,7 @@ class Workspace:
 
     def dataset_versions(self) -> list[str]:
         folder = self.root / "primary" / "megn"
-        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        # dot-prefixed folders are versions still being written (or left by a killed run)
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))

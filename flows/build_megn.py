@@ -41,6 +41,14 @@ def publish_card(workspace: str | Path) -> dict[str, str] | None:
     return location
 
 
+def run_dataset_stages(names: list[str], workspace: str, profile: str, overrides: list[str] | None,
+                       force: list[str] | None, task_runner: str, workers: int) -> dict[str, Any]:
+    """Run dataset stages; the outcomes and where the resulting dataset version is (its card published)."""
+    outcomes = run_stages(names, workspace, profile, overrides or [], force or [], task_runner=task_runner,
+                          workers=workers)
+    return {"stages": outcomes_to_json(outcomes), "dataset": publish_card(workspace)}
+
+
 @flow(name="build-megn", persist_result=True, result_serializer="json")
 def build_megn_flow(
     workspace: str,
@@ -51,6 +59,4 @@ def build_megn_flow(
     workers: int = 4,
 ) -> dict[str, Any]:
     """Build a MEGN dataset version: outcomes per stage and where the card and shards are."""
-    outcomes = run_stages(BUILD_MEGN, workspace, profile, overrides or [], force or [], task_runner=task_runner,
-                          workers=workers)
-    return {"stages": outcomes_to_json(outcomes), "dataset": publish_card(workspace)}
+    return run_dataset_stages(BUILD_MEGN, workspace, profile, overrides, force, task_runner, workers)

@@ -6,8 +6,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.build_megn import publish_card
-from flows.pipeline import outcomes_to_json, run_stages
+from flows.build_megn import run_dataset_stages
 
 
 @flow(name="shard", persist_result=True, result_serializer="json")
@@ -20,6 +19,4 @@ def shard_flow(
     workers: int = 4,
 ) -> dict[str, Any]:
     """Shard the faces the current align run kept; cached when neither they nor the config changed."""
-    outcomes = run_stages(["shard"], workspace, profile, overrides or [], force or [], task_runner=task_runner,
-                          workers=workers)
-    return {"stages": outcomes_to_json(outcomes), "dataset": publish_card(workspace)}
+    return run_dataset_stages(["shard"], workspace, profile, overrides, force, task_runner, workers)

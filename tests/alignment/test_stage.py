@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from alignment.config import AlignConfig
-from alignment.stage import effective_faces, run
+from alignment.stage import run
+from data_catalog.effective import effective_faces
 from data_catalog import Workspace
 from data_catalog.verify import verify_workspace
 

@@ -16,7 +16,7 @@ import pytest
 from crawling.config import CrawlConfig
 from crawling.emulator import FAULT_MODES, SearchEmulator
 from crawling.stage import CrawlError, run
-from crawling.state import latest_candidates
+from data_catalog.effective import latest_candidates
 from data_catalog import Workspace
 from data_catalog.verify import verify_workspace
 

@@ -72,7 +72,7 @@ def test_flow_fans_out_one_task_per_query(prefect_server: str, corpus: Path, tmp
 
     from crawling.config import CrawlConfig
     from crawling.stage import run
-    from crawling.state import latest_candidates
+    from data_catalog.effective import latest_candidates
     from flows.crawl import crawl_flow
 
     plan = tmp_path / "plan.yaml"
