@@ -166,6 +166,10 @@ class MegnDataset(torch.utils.data.IterableDataset):
         _check_readers(len(self.shards), self.world_size, num_workers)
         return self.rank, self.world_size, worker, num_workers
 
+    def samples_to_skip(self, reader: tuple[int, int, int, int]) -> int:
+        """Samples this reader drops from the start of its stream, before decoding (resuming subclasses)."""
+        return 0
+
     def pipeline(self) -> wds.DataPipeline:
         """The webdataset pipeline for the calling reader (call inside the worker that iterates it)."""
         reader = self._reader()
@@ -178,6 +182,8 @@ class MegnDataset(torch.utils.data.IterableDataset):
         if shuffling:
             rng = random.Random(f"{self.seed}:{self.epoch}:reader{reader[0] * reader[3] + reader[2]}")
             stages.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng))
+        if skip := self.samples_to_skip(reader):
+            stages.append(wds.slice(skip, None))
         stages.append(wds.map(lambda sample: _decode(sample, self.image_dtype)))
         return wds.DataPipeline(*stages)
 
