@@ -40,7 +40,7 @@ def workspace(tmp_path: Path) -> Workspace:
 
 
 def _run_folder(workspace: Workspace) -> Path:
-    (folder,) = sorted((workspace.root / "models" / "stylegan2").iterdir())
+    (folder,) = sorted(p for p in (workspace.root / "models" / "stylegan2").iterdir() if not p.name.startswith("."))
     return folder
 
 
@@ -226,3 +226,22 @@ def test_two_gloo_processes_give_the_gradients_of_one_process(tmp_path: Path) ->
         if name.endswith(".noise.weight"):
             continue  # the gradient of a noise strength is the random noise map itself: drawn per process
         torch.testing.assert_close(distributed[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_fid_hook_logs_fid_with_cached_real_statistics(workspace: Workspace, tmp_path: Path) -> None:
+    from tests.training.test_fid import TinyDetector, save_scripted
+
+    detector = save_scripted(TinyDetector(), tmp_path / "detector.pt")
+    fid_settings = {"fid.inception": str(detector), "fid.every_kimg": 0.04, "fid.n_images": 32, "fid.batch": 16}
+    run(tiny_config(**fid_settings), workspace)
+    folder = _run_folder(workspace)
+    fids = [json.loads(line) for line in (folder / "stats.jsonl").read_text().splitlines() if "fid" in line]
+    assert [r["images_seen"] for r in fids] == [40, 80]
+    assert all(r["fid"] > 0 for r in fids)
+    (cache,) = (workspace.root / "models" / "stylegan2" / ".fid-cache").glob("*.npz")
+    assert VERSION in cache.name
+
+
+def test_missing_inception_weights_fail_before_training(workspace: Workspace, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="inception"):
+        run(tiny_config(**{"fid.inception": str(tmp_path / "inception-2015-12-05.pt")}), workspace)

@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from data_catalog.atomic import atomic_write_text
 from data_catalog.config import ConfigError
-from data_catalog.loader import list_shards
+from data_catalog.loader import list_shards, make_loader
 from data_catalog.manifest import Manifest
 from data_catalog.runs import new_run_id, stage_run
 from data_catalog.workspace import Workspace
@@ -222,12 +222,15 @@ def make_fid_hook(config: TrainStyleGAN2Config, folder: RunFolder, shards: list[
     from training.stylegan2 import fid
 
     cfg = config.fid
+    detector = fid.load_detector(cfg.inception)  # now: a wrong path fails before any training, not hours in
     cache = folder.root.parent / ".fid-cache" / f"{dataset_version}-{config.data.split}-{config.model.size}.npz"
 
     def real_images(device: torch.device) -> Iterator[torch.Tensor]:
+        """One pass over the split (no x-flips), at most fid.n_images images."""
         seen = 0
-        for images in real_batches(shards, cfg.batch, shuffle_buffer=0, seed=0):
-            yield fit_resolution(images, config.model.size).to(device)
+        for batch in make_loader(shards, cfg.batch, rank=0, world_size=1):
+            images = fit_resolution(batch["image"], config.model.size)[: cfg.n_images - seen]
+            yield images.to(device)
             seen += images.shape[0]
             if seen >= cfg.n_images:
                 return
@@ -235,7 +238,7 @@ def make_fid_hook(config: TrainStyleGAN2Config, folder: RunFolder, shards: list[
     def hook(trainer: StyleGAN2Trainer) -> float:
         value = torch.tensor(0.0)
         if trainer.ctx.is_main:
-            detector = fid.load_detector(cfg.inception, device=trainer.device)
+            detector.to(trainer.device)
             real = fid.real_stats_cached(cache, cfg.inception, f"{dataset_version}:{config.data.split}",
                                          lambda: real_images(trainer.device), detector=detector,
                                          convention=cfg.convention, device=trainer.device)
