@@ -77,6 +77,40 @@ def build_parser() -> argparse.ArgumentParser:
                         help="splits to export (repeatable; default: train)")
     export.add_argument("--out", required=True, help="zip file (stylegan-zip) or folder")
 
+    train = sub.add_parser("train-stylegan2",
+                           help="train (or resume) StyleGAN2 on a dataset version in this process (no Prefect; "
+                                "torchrun-ready)",
+                           description="Runs the train-stylegan2 stage directly. For several GPUs: torchrun "
+                                       "--nproc_per_node N -m flows.cli train-stylegan2 ... (rank 0 writes the "
+                                       "run folder and the catalog). For a cached, orchestrated run use "
+                                       "`sdgan run train-stylegan2`.")
+    train.add_argument("--workspace", required=True, help="workspace holding the dataset version")
+    train.add_argument("--dataset", help="dataset version id (default: the version of the current shard run)")
+    train.add_argument("--profile", default="demo", help="config profile: configs/<profile>/train-stylegan2.yaml")
+    train.add_argument("--resume", metavar="RUN",
+                       help="continue a run: run id, run folder or checkpoint (.pt); a .pt outside a run folder "
+                            "starts a new run folder from its weights")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one config value (repeatable), e.g. schedule.total_kimg=100 or "
+                            "runtime.device=cpu")
+
+    generate = sub.add_parser("generate",
+                              help="images from a StyleGAN2 checkpoint by seed: a grid and/or one PNG per seed")
+    generate.add_argument("--checkpoint", required=True, metavar="PATH",
+                          help="a .pt checkpoint (ours or any rosinality-layout file) or a run folder (its newest)")
+    generate.add_argument("--seeds", default="0-15", help="seeds, e.g. 0-15 or 1,5,9 (default: 0-15)")
+    generate.add_argument("--truncation", type=float, default=1.0, metavar="PSI",
+                          help="truncation psi in (0, 1]; 1 = none, 0.5-0.7 gives typical faces (default: 1)")
+    generate.add_argument("--out", help="grid PNG, one tile per seed in seed order (default: grid.png, "
+                                        "or none when only --outdir is given)")
+    generate.add_argument("--outdir", help="write one PNG per seed here (seed0000.png, ...)")
+    generate.add_argument("--noise-mode", choices=["const", "random"], default="const",
+                          help="const: the generator's stored noise maps; random: fresh noise drawn from each seed")
+    generate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    generate.add_argument("--columns", type=int, help="grid width in tiles (default: about square)")
+    generate.add_argument("--network", dest="key", choices=["g_ema", "g"], default="g_ema",
+                          help="which generator of the checkpoint (default: g_ema)")
+
     sub.add_parser("stages", help="list the stages of the DAG and whether each is built")
 
     config = sub.add_parser("config", help="show the resolved config of a stage")
@@ -184,6 +218,8 @@ def _print_result(result: list[dict] | dict) -> None:
     _print_outcomes(result["stages"] if isinstance(result, dict) else result)
     if isinstance(result, dict) and result.get("dataset"):
         _print_dataset(result["dataset"])
+    if isinstance(result, dict) and result.get("model"):
+        _print_model(result["model"])
 
 
 def _print_dataset(dataset: dict[str, str]) -> None:
@@ -253,6 +289,61 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _leave_process_group() -> None:
+    """Under torchrun the stage joined a process group; leave it cleanly before the process exits."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def cmd_train_stylegan2(args: argparse.Namespace) -> int:
+    from flows.train_stylegan2 import STAGE, model_location, train_overrides
+    from training.stylegan2.config import TrainStyleGAN2Config
+    from training.stylegan2.stage import run
+
+    # `--set train-stylegan2.key=value` works too, as with `sdgan run train-stylegan2`
+    overrides = [o.removeprefix(f"{STAGE}.") for o in args.overrides] + train_overrides(args.dataset, args.resume)
+    config = load_config(TrainStyleGAN2Config, args.profile, overrides)
+    ws = _open(args.workspace)
+    try:
+        manifest = run(config, ws)
+    finally:
+        _leave_process_group()
+    if manifest is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
+    model = model_location(ws.root, manifest)
+    if model is None:
+        raise ValueError(f"run {manifest.run_id} finished without a checkpoint")
+    _print_model(model)
+    return 0
+
+
+def _print_model(model: dict) -> None:
+    """Where a train-stylegan2 run left its model (`flows.train_stylegan2.model_location`)."""
+    console.print(f"[green]StyleGAN2 model[/green] of run {model['run_id']}: {model['kimg']:.3f} kimg",
+                  highlight=False)
+    console.print(f"  run folder: {model['folder']}", soft_wrap=True, highlight=False)
+    console.print(f"  checkpoint: {model['checkpoint']}", soft_wrap=True, highlight=False)
+    if model["grid"]:
+        console.print(f"  grid:       {model['grid']}", soft_wrap=True, highlight=False)
+    console.print(f"samples: sdgan generate --checkpoint {model['checkpoint']} --seeds 0-15 --truncation 0.7 "
+                  f"--out grid.png", soft_wrap=True, highlight=False)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from inference.generate import generate_grid
+
+    out = args.out if args.out or args.outdir else "grid.png"
+    path = generate_grid(args.checkpoint, args.seeds, args.truncation, out=out, noise_mode=args.noise_mode,
+                         key=args.key, device=args.device, columns=args.columns, outdir=args.outdir)
+    if out is not None:
+        console.print(f"wrote grid {path}", soft_wrap=True, highlight=False)
+    if args.outdir:
+        console.print(f"wrote one PNG per seed to {args.outdir}", soft_wrap=True, highlight=False)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from flows.serve import DEFAULT_FILE, serve
 
@@ -289,6 +380,8 @@ COMMANDS = {
     "align": cmd_align,
     "emulator": cmd_emulator,
     "export": cmd_export,
+    "train-stylegan2": cmd_train_stylegan2,
+    "generate": cmd_generate,
     "stages": cmd_stages,
     "config": cmd_config,
 }

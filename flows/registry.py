@@ -13,6 +13,7 @@ FLOWS: dict[str, str] = {
     "align": "flows.align:align_flow",
     "shard": "flows.shard:shard_flow",
     "build-megn": "flows.build_megn:build_megn_flow",
+    "train-stylegan2": "flows.train_stylegan2:train_stylegan2_flow",
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import pickle
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, struct.error) as exc:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated, or it holds objects "
                               f"other than tensors and argparse.Namespace): {exc}") from exc
     if not isinstance(checkpoint, dict):

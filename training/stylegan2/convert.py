@@ -88,7 +88,8 @@ def _reconstruct_persistent_stub(meta: Any) -> PersistentStub:
 def _load_storage_from_bytes(data: bytes) -> Any:
     if not isinstance(data, (bytes, bytearray)):
         raise UnsupportedPickleError("torch.storage._load_from_bytes expects bytes")
-    return torch.load(io.BytesIO(bytes(data)), weights_only=True)
+    buffer = io.BytesIO(bytes(data))
+    return torch.load(buffer, weights_only=True)
 
 
 def _rebuild_tensor(storage: Any, *args: Any) -> torch.Tensor:

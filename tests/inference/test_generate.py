@@ -1,0 +1,186 @@
+"""`inference.generate`: seeded grids and per-seed PNGs from a tiny rosinality-layout checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inference.generate import generate, generate_grid
+from training.stylegan2.checkpoint import CheckpointError
+from training.stylegan2.networks import Discriminator, Generator
+
+SIZE = 16
+
+
+def write_tiny_checkpoint(path: Path, **extra) -> Path:
+    """A 16 px generator/discriminator pair saved the way rosinality's train.py saves them."""
+    torch.manual_seed(1234)
+    g = Generator(SIZE, style_dim=16, n_mlp=1, channel_max=8)
+    g_ema = Generator(SIZE, style_dim=16, n_mlp=1, channel_max=8)
+    g_ema.load_state_dict(g.state_dict())
+    d = Discriminator(SIZE, channel_max=8)
+    checkpoint = {"g": g.state_dict(), "g_ema": g_ema.state_dict(), "d": d.state_dict(), "g_optim": {}, "d_optim": {},
+                  "args": argparse.Namespace(size=SIZE, latent=16, n_mlp=1, channel_multiplier=2, lr_mlp=0.01),
+                  "ada_aug_p": 0.0, **extra}
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "ckpt-000001000.pt")
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def tiles(path: Path, columns: int) -> list[np.ndarray]:
+    grid = pixels(path)
+    rows = grid.shape[0] // SIZE
+    return [grid[r * SIZE:(r + 1) * SIZE, c * SIZE:(c + 1) * SIZE] for r in range(rows) for c in range(columns)]
+
+
+@pytest.mark.parametrize(("seeds", "size"),
+                         [("0-15", (64, 64)), ("0-4", (48, 32)), ("7", (16, 16)), ("1,2,3", (32, 32))])
+def test_grid_is_a_square_ish_layout_of_16_px_tiles(checkpoint: Path, tmp_path: Path, seeds: str, size) -> None:
+    out = generate_grid(checkpoint, seeds, out=tmp_path / "grid.png")
+    assert out == tmp_path / "grid.png"
+    with Image.open(out) as image:
+        assert image.size == size and image.mode == "RGB"
+
+
+def test_same_seeds_give_byte_identical_pngs_and_other_seeds_differ(checkpoint: Path, tmp_path: Path) -> None:
+    first = generate_grid(checkpoint, "0-3", truncation=0.7, out=tmp_path / "a.png").read_bytes()
+    again = generate_grid(checkpoint, [0, 1, 2, 3], truncation=0.7, out=tmp_path / "b.png").read_bytes()
+    other = generate_grid(checkpoint, "4-7", truncation=0.7, out=tmp_path / "c.png").read_bytes()
+    assert first == again
+    assert first != other
+    torch.manual_seed(99)  # the global RNG has no say, neither in z nor in the truncation centre
+    assert generate_grid(checkpoint, "0-3", truncation=0.7, out=tmp_path / "d.png").read_bytes() == first
+
+
+def test_seed_order_is_tile_order_and_a_seed_face_ignores_the_others(checkpoint: Path, tmp_path: Path) -> None:
+    forward = tiles(generate_grid(checkpoint, "1,2", out=tmp_path / "f.png", columns=2), 2)
+    backward = tiles(generate_grid(checkpoint, "2,1", out=tmp_path / "b.png", columns=2), 2)
+    assert np.abs(forward[0] - forward[1]).max() > 0
+    assert np.array_equal(forward[0], backward[1]) and np.array_equal(forward[1], backward[0])
+    alone = pixels(generate_grid(checkpoint, "2", out=tmp_path / "alone.png"))
+    assert np.array_equal(alone, forward[1])
+
+
+def test_truncation_pulls_faces_towards_the_mean_latent_face(checkpoint: Path) -> None:
+    _, centre = generate(checkpoint, "0", truncation=1e-6)  # psi -> 0: the image of the centre itself
+    _, free = generate(checkpoint, "0-7", truncation=1.0)
+    _, half = generate(checkpoint, "0-7", truncation=0.5)
+    free_distance = (free - centre).abs().mean(dim=(1, 2, 3))
+    half_distance = (half - centre).abs().mean(dim=(1, 2, 3))
+    assert bool((half_distance < free_distance).all()), (half_distance, free_distance)
+    _, tiny = generate(checkpoint, "3,5", truncation=1e-6)
+    assert torch.allclose(tiny[0], centre[0], atol=1e-4) and torch.allclose(tiny[1], centre[0], atol=1e-4)
+
+
+def test_latent_avg_of_a_converted_checkpoint_is_the_truncation_centre(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    latent_avg = torch.randn(16) * 3
+    path = write_tiny_checkpoint(tmp_path / "nvlabs.pt", latent_avg=latent_avg)
+    _, images = generate(path, "0,1", truncation=1e-6)
+    from training.stylegan2.checkpoint import generator_from_checkpoint
+
+    g = generator_from_checkpoint(path).eval()
+    with torch.no_grad():
+        expected, _ = g([latent_avg[None]], input_is_latent=True, randomize_noise=False)
+    assert torch.allclose(images[0], expected[0], atol=1e-4) and torch.allclose(images[1], expected[0], atol=1e-4)
+
+
+def test_outdir_writes_one_png_per_seed_matching_the_grid(checkpoint: Path, tmp_path: Path) -> None:
+    grid = generate_grid(checkpoint, "3,10,1", truncation=0.8, out=tmp_path / "grid.png", outdir=tmp_path / "each",
+                         columns=3)
+    assert sorted(p.name for p in (tmp_path / "each").iterdir()) == ["seed0001.png", "seed0003.png", "seed0010.png"]
+    grid_tiles = tiles(grid, 3)
+    for tile, seed in zip(grid_tiles, (3, 10, 1)):
+        assert np.array_equal(pixels(tmp_path / "each" / f"seed{seed:04d}.png"), tile)
+    only = generate_grid(checkpoint, "5", out=None, outdir=tmp_path / "only")
+    assert only == tmp_path / "only" and [p.name for p in only.iterdir()] == ["seed0005.png"]
+
+
+def test_random_noise_is_repeatable_per_seed_and_differs_from_const(checkpoint: Path) -> None:
+    _, const = generate(checkpoint, "0,1", noise_mode="const")
+    _, noisy = generate(checkpoint, "0,1", noise_mode="random")
+    _, again = generate(checkpoint, "1", noise_mode="random")
+    assert not torch.equal(const, noisy)
+    assert torch.equal(noisy[1], again[0])
+
+
+def test_a_run_folder_means_its_newest_checkpoint(checkpoint: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "ckpt-000002000.pt").write_bytes(checkpoint.read_bytes())
+    (folder / "checkpoints" / "ckpt-000001000.pt").write_bytes(b"older, and broken")
+    direct = generate_grid(checkpoint, "0-3", out=tmp_path / "a.png").read_bytes()
+    assert generate_grid(folder, "0-3", out=tmp_path / "b.png").read_bytes() == direct
+
+
+def test_missing_and_wrong_checkpoints_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        generate_grid(tmp_path / "absent.pt", "0", out=tmp_path / "grid.png")
+    (tmp_path / "empty-run").mkdir()
+    with pytest.raises(FileNotFoundError, match="no checkpoints"):
+        generate_grid(tmp_path / "empty-run", "0", out=tmp_path / "grid.png")
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        generate_grid(tmp_path / "text.pt", "0", out=tmp_path / "grid.png")
+    torch.save({"model": {"weight": torch.zeros(2)}}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="no 'g_ema'"):
+        generate_grid(tmp_path / "other.pt", "0", out=tmp_path / "grid.png")
+    torch.save({"g_ema": {"weight": torch.zeros(2)}}, tmp_path / "classifier.pt")
+    with pytest.raises(CheckpointError, match="not a StyleGAN2 generator"):
+        generate_grid(tmp_path / "classifier.pt", "0", out=tmp_path / "grid.png")
+    assert not (tmp_path / "grid.png").exists()
+
+
+@pytest.mark.parametrize("seeds", ["", "a-b", "5-2", "-3", [], [1.5], [-1]])
+def test_bad_seeds_are_rejected(checkpoint: Path, tmp_path: Path, seeds) -> None:
+    with pytest.raises(ValueError, match="seed"):
+        generate_grid(checkpoint, seeds, out=tmp_path / "grid.png")
+    assert not (tmp_path / "grid.png").exists()
+
+
+@pytest.mark.parametrize("truncation", [0, 0.0, -0.5, 1.5, float("nan")])
+def test_truncation_outside_0_1_is_rejected(checkpoint: Path, tmp_path: Path, truncation: float) -> None:
+    with pytest.raises(ValueError, match=r"truncation must be in \(0, 1\]"):
+        generate_grid(checkpoint, "0-3", truncation=truncation, out=tmp_path / "grid.png")
+    assert not (tmp_path / "grid.png").exists()
+
+
+def test_other_bad_options(checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="noise_mode"):
+        generate_grid(checkpoint, "0", noise_mode="fresh", out=tmp_path / "grid.png")
+    with pytest.raises(ValueError, match="nothing to write"):
+        generate_grid(checkpoint, "0", out=None)
+    with pytest.raises(CheckpointError, match="no 'g_x'"):
+        generate_grid(checkpoint, "0", key="g_x", out=tmp_path / "grid.png")
+
+
+def test_seeds_0_15_untruncated_reproduce_the_training_grid(checkpoint: Path, tmp_path: Path) -> None:
+    """The trainer's sample grids (fixed seeds 0..N-1, const noise) can be regenerated from a checkpoint."""
+    from training.stylegan2.checkpoint import generator_from_checkpoint
+    from training.stylegan2.samples import generate_images, save_grid, seeded_z
+
+    g_ema = generator_from_checkpoint(checkpoint).eval()
+    training_grid = save_grid(generate_images(g_ema, seeded_z(range(16), g_ema.style_dim), noise_mode="const"),
+                              tmp_path / "fakes-000001000.png")
+    assert generate_grid(checkpoint, "0-15", out=tmp_path / "grid.png").read_bytes() == training_grid.read_bytes()
+
+
+def test_png_bytes_are_plain_rgb(checkpoint: Path, tmp_path: Path) -> None:
+    data = generate_grid(checkpoint, "0-1", out=tmp_path / "grid.png").read_bytes()
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG" and image.mode == "RGB"
