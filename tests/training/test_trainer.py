@@ -245,3 +245,16 @@ def test_fid_hook_logs_fid_with_cached_real_statistics(workspace: Workspace, tmp
 def test_missing_inception_weights_fail_before_training(workspace: Workspace, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="inception"):
         run(tiny_config(**{"fid.inception": str(tmp_path / "inception-2015-12-05.pt")}), workspace)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_mixed_precision_steps_on_cuda_stay_finite(workspace: Workspace) -> None:
+    trainer = StyleGAN2Trainer(tiny_config(**{"runtime.device": "cuda", "runtime.amp": "true"}), device="cuda")
+    assert trainer.amp
+    shards = sorted((workspace.root / "primary" / "megn" / VERSION).glob("*.tar"))
+    batches = real_batches(shards, 8)
+    for _ in range(8):
+        stats = trainer.step(next(batches))
+        assert all(torch.isfinite(torch.tensor(v)) for v in stats.values()), stats
+    assert all(torch.isfinite(p).all() for p in trainer.g.parameters())

@@ -59,7 +59,7 @@ def ema_beta(batch_size: int, images_seen: int, ema_kimg: float, rampup: float |
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
     """ema <- beta * ema + (1 - beta) * model for parameters; buffers are copied (noise maps, kernels)."""
-    for ema_param, param in zip(ema.parameters(), model.parameters()):
+    for ema_param, param in zip(ema.parameters(), model.parameters(), strict=True):
         ema_param.lerp_(param.detach(), 1.0 - beta)
-    for ema_buffer, buffer in zip(ema.buffers(), model.buffers()):
+    for ema_buffer, buffer in zip(ema.buffers(), model.buffers(), strict=True):
         ema_buffer.copy_(buffer)
