@@ -258,3 +258,23 @@ def test_bf16_mixed_precision_steps_on_cuda_stay_finite(workspace: Workspace) ->
         stats = trainer.step(next(batches))
         assert all(torch.isfinite(torch.tensor(v)) for v in stats.values()), stats
     assert all(torch.isfinite(p).all() for p in trainer.g.parameters())
+
+
+def test_torchrun_with_two_gloo_processes_trains_and_books_one_run(workspace: Workspace) -> None:
+    overrides = [f"--set={item}" for item in [
+        "model.size=16", "model.style_dim=16", "model.n_mlp=2", "model.channel_max=16", "data.num_workers=0",
+        "data.shuffle_buffer=8", "optim.batch=8", "schedule.total_kimg=0.048", "schedule.checkpoint_kimg=0.024",
+        "schedule.sample_kimg=0.024", "schedule.log_steps=2", "schedule.grid_seeds=4", "runtime.device=cpu",
+        "runtime.threads=1"]]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "flows.cli",
+         "train-stylegan2", "--workspace", str(workspace.root), "--dataset", VERSION, "--profile", "demo",
+         *overrides], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    folder = _run_folder(workspace)
+    checkpoint = load_checkpoint(folder / "checkpoints" / "ckpt-000000048.pt")
+    assert checkpoint["sdgan"]["images_seen"] == 48 and checkpoint["sdgan"]["step"] == 6  # 4 images per rank
+    runs = workspace.table("runs")
+    assert list(runs["stage"]) == ["train-stylegan2"] and list(runs["status"]) == ["completed"]
+    assert result.stdout.count("run folder:") == 1  # rank 0 reports, rank 1 stays quiet
