@@ -278,3 +278,14 @@ def test_torchrun_with_two_gloo_processes_trains_and_books_one_run(workspace: Wo
     runs = workspace.table("runs")
     assert list(runs["stage"]) == ["train-stylegan2"] and list(runs["status"]) == ["completed"]
     assert result.stdout.count("run folder:") == 1  # rank 0 reports, rank 1 stays quiet
+
+
+def test_resume_keeps_the_run_dataset_when_another_version_became_current(workspace: Workspace) -> None:
+    first = run(tiny_config(), workspace)
+    other = workspace.root / "primary" / "megn" / "v-other"
+    shutil.copytree(workspace.root / "primary" / "megn" / VERSION, other)
+    # The resumed run is given no dataset; it must not pick up whatever is newest or current.
+    resumed = run(tiny_config(dataset=None, resume=first.run_id, **{"schedule.total_kimg": 0.096}), workspace)
+    folder = _run_folder(workspace)
+    assert json.loads((folder / "dataset.json").read_text())["dataset_version"] == VERSION
+    assert resumed.counts["images_seen"] == 96

@@ -67,6 +67,8 @@ def resolve_dataset(workspace: Workspace, version: str | None, inputs: list[Mani
 
 def _check_resume_config(saved: dict[str, Any], config: TrainStyleGAN2Config) -> None:
     current = config.to_dict()
+    if current.get("dataset") is None:
+        current["dataset"] = saved.get("dataset")  # no dataset given: the run's own (see dataset.json)
     changed = sorted(k for k in set(saved) | set(current)
                      if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
     if changed:
@@ -266,15 +268,19 @@ def run(config: TrainStyleGAN2Config, workspace: Workspace, inputs: list[Manifes
         torch.cuda.set_device(device)
     if config.runtime.threads:
         torch.set_num_threads(config.runtime.threads)
-    version, version_folder, producer = resolve_dataset(workspace, config.dataset, list(inputs))
-    shards = list_shards(version_folder, config.data.split)
     resume_from: Path | None = None
     folder: RunFolder | None = None
+    dataset = config.dataset
     if config.resume:
         folder, resume_from = _resume_folder(workspace, config.resume)
-        if folder is not None:
+        if folder is not None and (folder.root / "config.json").is_file():
             saved = json.loads((folder.root / "config.json").read_text(encoding="utf-8"))["config"]
             _check_resume_config(saved, config)
+        if folder is not None and (folder.root / "dataset.json").is_file():
+            # A resumed run keeps its dataset even if a newer shard run became current meanwhile.
+            dataset = json.loads((folder.root / "dataset.json").read_text(encoding="utf-8"))["dataset_version"]
+    version, version_folder, producer = resolve_dataset(workspace, dataset, list(inputs))
+    shards = list_shards(version_folder, config.data.split)
     run_id = _shared_run_id(ctx)
     if folder is None:
         folder = RunFolder(workspace.root / MODELS_DIR / run_id)
