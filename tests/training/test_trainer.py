@@ -285,7 +285,7 @@ def test_resume_keeps_the_run_dataset_when_another_version_became_current(worksp
     other = workspace.root / "primary" / "megn" / "v-other"
     shutil.copytree(workspace.root / "primary" / "megn" / VERSION, other)
     # The resumed run is given no dataset; it must not pick up whatever is newest or current.
-    resumed = run(tiny_config(dataset=None, resume=first.run_id, **{"schedule.total_kimg": 0.096}), workspace)
+    resumed = run(tiny_config(dataset="null", resume=first.run_id, **{"schedule.total_kimg": 0.096}), workspace)
     folder = _run_folder(workspace)
     assert json.loads((folder / "dataset.json").read_text())["dataset_version"] == VERSION
     assert resumed.counts["images_seen"] == 96
