@@ -6,18 +6,26 @@ detector's 5 points (RetinaFace, SCRFD) degrade more gracefully. So each alignme
 between the two sources, in inter-ocular distances: where they agree the 68-point estimate is used (it is
 what FFHQ's recipe defines: eye centres as 6-point means); where they disagree the detector's point is
 used, and the disagreement lowers the alignment confidence. Which point came from where is recorded.
+
+Disagreement misses glasses: under a lens or rim both sources misplace the eyes alike. Given the image,
+`alignment.occlusion.glasses_cover` looks for a dark rim or lens below the eyes; when it finds one, each eye
+is the mean of the two sources' estimates (source "blend": two guesses with partly independent errors, on
+our faces about half the crop shift of either alone) and the confidence is scaled by COVERED_CONFIDENCE.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from alignment.occlusion import GLASSES_THRESHOLD, glasses_cover
 
 POINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 ALIGNMENT_POINTS = ("left_eye", "right_eye", "mouth_left", "mouth_right")  # what the FFHQ quad uses
 SINGLE_SOURCE_CONFIDENCE = 0.5  # no second opinion to check against
+COVERED_CONFIDENCE = 0.5  # factor applied when the image shows the eyes covered
 
 
 def five_from_68(landmarks68: np.ndarray) -> np.ndarray:
@@ -35,18 +43,27 @@ def inter_ocular(points5: np.ndarray) -> float:
 @dataclass(frozen=True)
 class FusedLandmarks:
     points5: np.ndarray  # what alignment uses
-    sources: dict[str, str]  # per point: "dlib68" | "detector"
+    sources: dict[str, str]  # per point: "dlib68" | "detector" | "blend" (mean of both, eyes under glasses)
     disagreement: dict[str, float]  # per point, in inter-ocular distances (nan without a detector estimate)
     confidence: float  # 0..1
+    occlusion: dict[str, float] = field(default_factory=dict)  # image cues, when fuse was given the image
 
     def sources_json(self) -> dict[str, object]:
-        return {"sources": self.sources, "disagreement_iod": {k: (None if math.isnan(v) else round(v, 4))
-                                                              for k, v in self.disagreement.items()}}
+        record: dict[str, object] = {
+            "sources": self.sources,
+            "disagreement_iod": {k: (None if math.isnan(v) else round(v, 4)) for k, v in self.disagreement.items()}}
+        if self.occlusion:
+            record["occlusion"] = {k: round(v, 4) for k, v in self.occlusion.items()}
+        return record
 
 
 def fuse(detector5: np.ndarray | None, landmarks68: np.ndarray | None, detector_score: float = 1.0,
-         tolerance: float = 0.12) -> FusedLandmarks:
-    """Pick each alignment point from the more reliable source; see the module docstring."""
+         tolerance: float = 0.12, image: np.ndarray | None = None) -> FusedLandmarks:
+    """Pick each alignment point from the more reliable source; see the module docstring.
+
+    `image` (RGB, the one the landmarks were found on) enables the glasses cue; without it only the two
+    sources' disagreement is used.
+    """
     if landmarks68 is None and detector5 is None:
         raise ValueError("need the detector's 5 points, dlib's 68 points, or both")
     if landmarks68 is None:
@@ -67,4 +84,12 @@ def fuse(detector5: np.ndarray | None, landmarks68: np.ndarray | None, detector_
     sources = {p: ("detector" if d else "dlib68") for p, d in zip(POINTS, disagree)}
     used = [POINTS.index(p) for p in ALIGNMENT_POINTS]
     confidence = float(np.clip(detector_score, 0, 1) * math.exp(-float(np.mean(distance[used])) / tolerance))
-    return FusedLandmarks(points, sources, dict(zip(POINTS, map(float, distance))), confidence)
+    occlusion: dict[str, float] = {}
+    if image is not None:
+        eyes = (from68[:2] + det[:2]) / 2
+        occlusion["glasses"] = glasses_cover(image, eyes[0], eyes[1])
+        if occlusion["glasses"] >= GLASSES_THRESHOLD:
+            points[:2] = eyes
+            sources.update({"left_eye": "blend", "right_eye": "blend"})
+            confidence *= COVERED_CONFIDENCE
+    return FusedLandmarks(points, sources, dict(zip(POINTS, map(float, distance))), confidence, occlusion)

@@ -268,6 +268,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if (dataset := dataset_location(workspace)) is not None:
         _print_dataset(dataset)
+    from flows.train_stylegan2 import model_location
+
+    if (model := model_location(workspace)) is not None:
+        _print_model(model)
     console.print(f"workspace: {workspace}")
     console.print(f"inspect it with: sdgan catalog ls --workspace {args.workspace}")
     return code

@@ -80,7 +80,7 @@ def _load(path: Path) -> dict[str, Any]:
         return load_checkpoint(path, map_location="cpu")
     except (CheckpointError, FileNotFoundError):
         raise
-    except Exception as exc:  # noqa: BLE001 - any other unpickling failure means the same to the user
+    except Exception as exc:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {type(exc).__name__}: {exc}") from exc
 
 
