@@ -101,3 +101,14 @@ def test_save_is_atomic_and_round_trips(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "ckpt.pt", {"g_ema": {"w": torch.ones(2)}, "args": argparse.Namespace(size=8)})
     assert load_checkpoint(path)["args"].size == 8
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_the_full_profile_is_sd_gans_config_f() -> None:
+    from data_catalog.config import load_config
+    from training.stylegan2.config import TrainStyleGAN2Config
+
+    config = load_config(TrainStyleGAN2Config, "full")
+    generator = Generator(**config.model.generator_kwargs())
+    public = Generator(256, 512, 8, channel_multiplier=2)
+    assert generator.n_latent == 14 and config.optim.batch == 64 and config.loss.r1_gamma == 1.0
+    assert {k: v.shape for k, v in generator.state_dict().items()} == {k: v.shape for k, v in public.state_dict().items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,8 +57,6 @@ def image_grid(images: torch.Tensor, columns: int | None = None) -> Image.Image:
 
 
 def save_grid(images: torch.Tensor, path: str | Path, columns: int | None = None) -> Path:
-    import io
-
     buffer = io.BytesIO()
     image_grid(images, columns).save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())

@@ -16,7 +16,6 @@ import contextlib
 import copy
 import hashlib
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,11 +206,6 @@ class StyleGAN2Trainer:
                 self.augment.adjust(self.local_batch * self.config.augment.interval, self.ctx.world_size)
             stats["ada_p"] = float(self.augment.p)
         return stats
-
-    def train(self, batches: Iterator[torch.Tensor], steps: int) -> Iterator[dict[str, float]]:
-        """Run `steps` iterations, yielding each one's stats (the caller logs and checkpoints)."""
-        for _ in range(steps):
-            yield self.step(next(batches))
 
     # ------------------------------------------------------------------ checkpoints
     def rosinality_args(self) -> argparse.Namespace:
