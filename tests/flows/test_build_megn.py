@@ -120,3 +120,28 @@ def test_export_writes_a_stylegan_dataset_zip_of_the_version(workspace: Path, tm
     ambiguous = subprocess.run([str(BIN / "sdgan"), "export", "--workspace", str(workspace), "--out", str(out)],
                                capture_output=True, text=True, timeout=300)
     assert ambiguous.returncode == 2 and "--version" in ambiguous.stderr  # two versions exist by now
+
+
+def test_train_stylegan2_deployment_trains_on_a_version_and_is_cached_the_second_time(
+        prefect_server: str, workspace: Path, tmp_path: Path) -> None:
+    deployment = "train-stylegan2/demo"
+    ws = Workspace(workspace, create=False)
+    version = sorted(ws.dataset_versions())[0]
+    params = {"workspace": str(workspace), "dataset": version,
+              "overrides": ["schedule.total_kimg=0.016", "schedule.grid_seeds=4"]}
+
+    def train() -> dict:
+        result = subprocess.run([str(BIN / "prefect"), "deployment", "run", deployment, "--params", json.dumps(params),
+                                 "--watch", "--watch-interval", "1"],
+                                cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+        return last_flow_run(deployment).state.result()
+
+    with serving(deployment, prefect_server, tmp_path / "serve.log") as env:
+        first = train()
+        assert statuses(first) == {"train-stylegan2": "ran"}
+        model = first["model"]
+        assert Path(model["checkpoint"]).is_file() and model["images_seen"] == 16
+        assert json.loads((Path(model["folder"]) / "dataset.json").read_text())["dataset_version"] == version
+        second = train()
+        assert statuses(second) == {"train-stylegan2": "cached"} and second["model"]["run_id"] == model["run_id"]
