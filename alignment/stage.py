@@ -95,7 +95,8 @@ class Aligner:
         rows = []
         for index, det in enumerate(detections):
             l68 = self.predictor.predict(rgb, det.box)
-            fused = fuse(det.landmarks5, l68, det.score, cfg.fusion_tolerance, image=rgb)
+            fused = fuse(det.landmarks5, l68, det.score, cfg.fusion_tolerance, image=rgb,
+                         repredict=lambda image, box=det.box: self.predictor.predict(image, box))
             aligned = align(decoded, fused.points5, cfg.output_size, cfg.transform_size, cfg.enable_padding)
             crop = np.asarray(aligned.image.convert("RGB"))
             buffer = io.BytesIO()

@@ -8,7 +8,8 @@ reference is printed in output pixels at 256 px, for four estimates:
 
 - `dlib68`: the 68-point predictor alone; `detector`: RetinaFace's 5 points alone;
 - `det-flip`: RetinaFace's points averaged with those of the mirrored photo (mapped back);
-- `fused`: `alignment.landmarks.fuse` given the image (its glasses cue on), as the align stage should run it.
+- `fused`: `alignment.landmarks.fuse` given the image and the predictor (glasses and mask cues on, eyes
+  predicted again on a mask painted over), as the align stage runs it.
 
 The `clean` row is the noise floor: the same estimates on the clean photo. Small faces (t1's, inter-ocular
 30-50 px) disagree by more than the issue's "a few pixels" even without an attribute, which is why the
@@ -71,7 +72,8 @@ def main() -> None:
                 back = back[[1, 0, 2, 4, 3]]  # mirroring swaps left and right
                 points = {"dlib68": five_from_68(l68), "detector": found.landmarks5,
                           "det-flip": (found.landmarks5 + back) / 2,
-                          "fused": fuse(found.landmarks5, l68, found.score, image=image).points5}
+                          "fused": fuse(found.landmarks5, l68, found.score, image=image,
+                                        repredict=lambda im, box=found.box: predictor.predict(im, box)).points5}
                 for estimate, p in points.items():
                     shifts.setdefault((attribute or "clean", estimate), []).append(crop_shift(reference, ffhq_quad(p)))
     print(f"crop shift at {OUTPUT} px (median / worst / faces within 8 px), {len(shifts.get(('clean', 'fused'), []))} faces")
