@@ -35,7 +35,7 @@ from alignment.occlusion import GLASSES_THRESHOLD, MASK_THRESHOLD, fill_skin, gl
 POINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 ALIGNMENT_POINTS = ("left_eye", "right_eye", "mouth_left", "mouth_right")  # what the FFHQ quad uses
 SINGLE_SOURCE_CONFIDENCE = 0.5  # no second opinion to check against
-COVERED_CONFIDENCE = 0.5  # factor applied when the image shows the eyes or the mouth covered
+COVERED_CONFIDENCE = 0.75  # factor applied when the image shows the eyes or the mouth covered
 
 
 def five_from_68(landmarks68: np.ndarray) -> np.ndarray:
