@@ -302,12 +302,13 @@ def _leave_process_group() -> None:
 
 
 def cmd_train_stylegan2(args: argparse.Namespace) -> int:
+    from flows.pipeline import split_overrides
     from flows.train_stylegan2 import STAGE, model_location, train_overrides
     from training.stylegan2.config import TrainStyleGAN2Config
     from training.stylegan2.stage import run
 
     # `--set train-stylegan2.key=value` works too, as with `sdgan run train-stylegan2`
-    overrides = [o.removeprefix(f"{STAGE}.") for o in args.overrides] + train_overrides(args.dataset, args.resume)
+    overrides = split_overrides([STAGE], args.overrides)[STAGE] + train_overrides(args.dataset, args.resume)
     config = load_config(TrainStyleGAN2Config, args.profile, overrides)
     ws = _open(args.workspace)
     try:

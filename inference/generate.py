@@ -12,8 +12,6 @@ generate.py.
 
 from __future__ import annotations
 
-import io
-import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,10 +19,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from data_catalog.atomic import atomic_write_bytes
 from training.stylegan2.checkpoint import CheckpointError, generator_from_checkpoint, load_checkpoint
 from training.stylegan2.networks import Generator
-from training.stylegan2.samples import generate_images, image_grid, parse_seeds, seeded_z, to_uint8
+from training.stylegan2.run_folder import RunFolder
+from training.stylegan2.samples import generate_images, parse_seeds, save_grid, save_png, seeded_z, to_uint8
+from training.stylegan2.trainer import select_device
 
 NOISE_MODES = ("const", "random")
 DEFAULT_TRUNC_SEED = 0x5D6A  # any fixed value: it only has to be the same on every run
@@ -59,8 +58,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, or a run folder (`models/stylegan2/<run-id>/`) meaning its newest checkpoint."""
     path = Path(path).expanduser()
     if path.is_dir():
-        from training.stylegan2.run_folder import RunFolder
-
         latest = RunFolder(path).latest_checkpoint()
         if latest is None:
             raise FileNotFoundError(f"no checkpoints/ckpt-*.pt in {path}")
@@ -68,32 +65,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return path
-
-
-def _load(path: Path) -> dict[str, Any]:
-    """load_checkpoint (weights_only), with every unpickling failure reported as a CheckpointError.
-
-    A few malformed files make torch's weights-only unpickler fail with errors load_checkpoint does not
-    translate (e.g. struct.error for a 4-byte file).
-    """
-    try:
-        return load_checkpoint(path, map_location="cpu")
-    except (CheckpointError, FileNotFoundError):
-        raise
-    except Exception as exc:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {type(exc).__name__}: {exc}") from exc
-
-
-def _device(name: str | torch.device) -> torch.device:
-    if str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown device {name!r} (cpu, cuda, cuda:N or auto)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available on this machine")
-    return device
 
 
 @torch.no_grad()
@@ -132,12 +103,6 @@ def _random_noise_images(generator: Generator, seeds: list[int], z: torch.Tensor
     return torch.cat(images)
 
 
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def generate(checkpoint: str | Path | dict[str, Any], seeds: str | Iterable[int], truncation: float = 1.0,
              noise_mode: str = "const", key: str = "g_ema", device: str | torch.device = "cpu",
              truncation_samples: int = 4096, trunc_seed: int = DEFAULT_TRUNC_SEED,
@@ -150,11 +115,11 @@ def generate(checkpoint: str | Path | dict[str, Any], seeds: str | Iterable[int]
     psi = check_truncation(truncation)
     if noise_mode not in NOISE_MODES:
         raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
-    target = _device(device)
+    target = select_device(device)
     if isinstance(checkpoint, dict):
         payload = checkpoint
     else:
-        payload = _load(resolve_checkpoint(checkpoint))
+        payload = load_checkpoint(resolve_checkpoint(checkpoint), map_location="cpu")
     if key in payload and not isinstance(payload[key], dict):
         raise CheckpointError(f"checkpoint[{key!r}] is a {type(payload[key]).__name__}, not a state dict")
     generator = generator_from_checkpoint(payload, key=key).to(target).eval()
@@ -189,11 +154,7 @@ def generate_grid(checkpoint: str | Path | dict[str, Any], seeds: str | Iterable
         folder = Path(outdir)
         folder.mkdir(parents=True, exist_ok=True)
         for seed, pixels in zip(seed_list, to_uint8(images)):
-            atomic_write_bytes(folder / f"seed{seed:04d}.png", _png(Image.fromarray(pixels)))
+            save_png(Image.fromarray(pixels), folder / f"seed{seed:04d}.png")
     if out is None:
         return Path(outdir)  # type: ignore[arg-type]
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    columns = columns or math.ceil(math.sqrt(len(seed_list)))
-    atomic_write_bytes(path, _png(image_grid(images, columns)))
-    return path
+    return save_grid(images, out, columns)

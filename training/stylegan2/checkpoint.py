@@ -10,9 +10,7 @@ allowed global.
 from __future__ import annotations
 
 import argparse
-import pickle
 import re
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +35,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, struct.error) as exc:
+    except Exception as exc:  # malformed bytes surface as many types (UnpicklingError, struct.error, ...)
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated, or it holds objects "
-                              f"other than tensors and argparse.Namespace): {exc}") from exc
+                              f"other than tensors and argparse.Namespace): {type(exc).__name__}: {exc}") from exc
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, expected a dict with 'g_ema'")
     return checkpoint

@@ -9,16 +9,17 @@ a dataset id and the image count, so they are computed once per (detector, datas
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import scipy.linalg
 import torch
+
+from data_catalog.atomic import atomic_writer
+from data_catalog.hashing import sha256_file
 
 NVLABS = "nvlabs"
 FLOAT01 = "float01"
@@ -96,17 +97,9 @@ class FeatureStats:
         return self._m2 / (self.n - 1)
 
     def save_npz(self, path: str | os.PathLike, key: str = "") -> None:
-        """Write mu, sigma, n (and an optional cache key) atomically: temp file in the same folder + os.replace."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, mu=self.mean(), sigma=self.cov(), n=np.int64(self.n), key=np.str_(key))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write mu, sigma, n (and an optional cache key) atomically (the catalog's atomic writer)."""
+        with atomic_writer(path) as handle:
+            np.savez(handle, mu=self.mean(), sigma=self.cov(), n=np.int64(self.n), key=np.str_(key))
 
     @classmethod
     def load_npz(cls, path: str | os.PathLike) -> FeatureStats:
@@ -169,14 +162,6 @@ def compute_stats(detector: torch.nn.Module, batches: Iterable[torch.Tensor], co
     return stats
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def real_stats_cached(cache_path: str | os.PathLike, detector_path: str | os.PathLike, dataset_id: str,
                       make_batches: Callable[[], Iterable[torch.Tensor]], n_images: int | None = None,
                       convention: str = NVLABS, device: str | torch.device = "cpu",
@@ -187,7 +172,7 @@ def real_stats_cached(cache_path: str | os.PathLike, detector_path: str | os.Pat
     `n_images` caps the number of images (None = all the batches give); `detector` skips reloading if the caller
     already holds the module loaded from `detector_path`.
     """
-    key = json.dumps({"detector_sha256": file_sha256(detector_path), "dataset_id": str(dataset_id),
+    key = json.dumps({"detector_sha256": sha256_file(detector_path), "dataset_id": str(dataset_id),
                       "n_images": n_images, "convention": convention}, sort_keys=True)
     cache_path = Path(cache_path)
     if cache_path.is_file():

@@ -56,11 +56,16 @@ def image_grid(images: torch.Tensor, columns: int | None = None) -> Image.Image:
     return Image.fromarray(canvas)
 
 
-def save_grid(images: torch.Tensor, path: str | Path, columns: int | None = None) -> Path:
+def save_png(image: Image.Image, path: str | Path) -> Path:
+    """Write a PNG atomically (a killed run never leaves half an image); parent folders are created."""
     buffer = io.BytesIO()
-    image_grid(images, columns).save(buffer, format="PNG")
+    image.save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
+
+
+def save_grid(images: torch.Tensor, path: str | Path, columns: int | None = None) -> Path:
+    return save_png(image_grid(images, columns), path)
 
 
 @torch.no_grad()
