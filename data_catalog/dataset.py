@@ -61,6 +61,12 @@ class ShardConfig(StageConfig):
     examples_per_attribute: int = Field(default=8, ge=0)  # in the card's grid
 
 
+def version_folder(workspace: Workspace, manifest: Manifest) -> Path | None:
+    """The dataset version folder a completed shard run wrote (found by its version.json), or None."""
+    path = next((f.path for f in manifest.files.values() if f.path.endswith(f"/{VERSION_FILE}")), None)
+    return workspace.resolve(path).parent if path else None
+
+
 def _stage_inputs(workspace: Workspace, inputs: list[Manifest] | tuple) -> dict[str, Manifest]:
     by_stage = {m.stage: m for m in inputs}
     for stage in ("crawl", "align"):
@@ -253,7 +259,7 @@ def _resolution(workspace: Workspace, samples: list[dict[str, Any]]) -> int:
 def write_version(workspace: Workspace, config: ShardConfig, version: str, samples: list[dict[str, Any]],
                   rejections: dict[str, dict[str, int]], upstream: dict[str, Manifest], code_version: str) -> Path:
     """Write the version folder under a temporary name and rename it into place when complete."""
-    final = workspace.root / "primary" / "megn" / version
+    final = workspace.dataset_dir(version)
     if (final / VERSION_FILE).is_file():
         return final
     for stale in final.parent.glob(f".{version}.partial-*"):  # left by a killed run of this version

@@ -16,11 +16,12 @@ from data_catalog.tables import TableStore
 LAYOUT_VERSION = 1
 MARKER = "workspace.json"
 CURRENT = "CURRENT"  # per-stage pointer file: runs/<stage>/CURRENT holds a run id
+DATASETS = "primary/megn"  # one folder per dataset version
 LAYERS = (
     "catalog",
     "raw/blobs",
     "intermediate/aligned",
-    "primary/megn",
+    DATASETS,
     "models",
     "reporting",
     "runs",
@@ -107,8 +108,12 @@ class Workspace:
     def resolve(self, relative: str) -> Path:
         return self.root / relative
 
+    def dataset_dir(self, version: str) -> Path:
+        """Where a MEGN dataset version lives (complete once its version.json exists)."""
+        return self.root / DATASETS / version
+
     def dataset_versions(self) -> list[str]:
-        folder = self.root / "primary" / "megn"
+        folder = self.root / DATASETS
         # dot-prefixed folders are versions still being written (or left by a killed run)
         if not folder.is_dir():
             return []

@@ -12,6 +12,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from data_catalog.dataset import version_folder
 from data_catalog.workspace import Workspace
 from flows.pipeline import outcomes_to_json, run_stages
 
@@ -24,10 +25,9 @@ def dataset_location(workspace: str | Path) -> dict[str, str] | None:
     manifest = ws.current("shard")
     if manifest is None:
         return None
-    card = next((f.path for f in manifest.files.values() if f.path.endswith("/card.md")), None)
-    if card is None:
+    folder = version_folder(ws, manifest)
+    if folder is None:
         return None
-    folder = ws.resolve(card).parent
     return {"version": folder.name, "folder": str(folder), "card": str(folder / "card.md"),
             "shards": str(folder / "megn-{train,val}-*.tar")}
 

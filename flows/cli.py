@@ -286,7 +286,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     version = args.version or (versions[-1] if len(versions) == 1 else None)
     if version is None or version not in versions:
         raise ValueError(f"choose a dataset version with --version; this workspace has: {', '.join(versions) or 'none'}")
-    folder = ws.root / "primary" / "megn" / version
+    folder = ws.dataset_dir(version)
     shards = [p for split in (args.split or ["train"]) for p in list_shards(folder, split)]
     out = (export_stylegan_zip if args.format == "stylegan-zip" else export_folder)(shards, args.out)
     console.print(f"exported {len(shards)} shard(s) of {version} to {out}")

@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 from data_catalog.atomic import atomic_write_text
 from data_catalog.config import ConfigError
+from data_catalog.dataset import version_folder
 from data_catalog.loader import list_shards, make_loader
 from data_catalog.manifest import Manifest
 from data_catalog.runs import new_run_id, stage_run
@@ -47,21 +48,17 @@ class DatasetNotFound(FileNotFoundError):
 def resolve_dataset(workspace: Workspace, version: str | None, inputs: list[Manifest]) -> tuple[str, Path, Manifest | None]:
     """(version id, version folder, the shard run that wrote it): explicit version, else the upstream one."""
     shard_runs = [m for m in inputs if m.stage == "shard"] or [m for m in [workspace.current("shard")] if m]
-
-    def folder_of(manifest: Manifest) -> Path | None:
-        path = next((f.path for f in manifest.files.values() if f.path.endswith("/version.json")), None)
-        return workspace.resolve(path).parent if path else None
-
     if version is None:
-        if not shard_runs or (folder := folder_of(shard_runs[0])) is None:
+        if not shard_runs or (folder := version_folder(workspace, shard_runs[0])) is None:
             raise DatasetNotFound(f"no dataset version given and no completed shard run in {workspace.root}; "
                                   f"build one (sdgan run build-megn) or pass --dataset")
         return folder.name, folder, shard_runs[0]
-    folder = workspace.root / "primary" / "megn" / version
+    folder = workspace.dataset_dir(version)
     if not (folder / "version.json").is_file():
         known = ", ".join(workspace.dataset_versions()) or "none"
         raise DatasetNotFound(f"dataset version {version!r} not found in {workspace.root} (versions: {known})")
-    producer = next((m for m in reversed(workspace.manifests("shard")) if folder_of(m) == folder), None)
+    producer = next((m for m in reversed(workspace.manifests("shard")) if version_folder(workspace, m) == folder),
+                    None)
     return version, folder, producer
 
 
