@@ -72,8 +72,8 @@ def truncation_centre(generator: Generator, checkpoint: dict[str, Any], key: str
                       samples: int = 4096, seed: int = DEFAULT_TRUNC_SEED) -> torch.Tensor:
     """(1, style_dim): the checkpoint's `latent_avg` (g_ema only), else the mean W of `samples` seeded z.
 
-    The same computation as `Generator.mean_latent`, with z drawn on the CPU from a fixed generator so the
-    centre neither depends on nor disturbs the global RNG, and is the same on every device.
+    `Generator.mean_latent` with z drawn from a fixed CPU generator, so the centre neither depends on nor
+    disturbs the global RNG, and is the same on every device.
     """
     device = generator.input.input.device
     average = checkpoint.get("latent_avg") if key == "g_ema" else None
@@ -84,20 +84,16 @@ def truncation_centre(generator: Generator, checkpoint: dict[str, Any], key: str
         return average.detach().float().reshape(1, generator.style_dim).to(device)
     if samples < 1:
         raise ValueError(f"truncation_samples must be at least 1, got {samples}")
-    z = torch.randn(samples, generator.style_dim, generator=torch.Generator().manual_seed(int(seed)))
-    return generator.style(z.to(device)).mean(0, keepdim=True)
+    return generator.mean_latent(samples, generator=torch.Generator().manual_seed(int(seed)))
 
 
 @torch.no_grad()
 def _random_noise_images(generator: Generator, seeds: list[int], z: torch.Tensor, truncation: float,
                          centre: torch.Tensor | None) -> torch.Tensor:
     """noise_mode 'random': fresh noise maps per image, drawn from the image's seed (still repeatable)."""
-    device = z.device
     images = []
     for seed, row in zip(seeds, z):
-        rng = torch.Generator().manual_seed(int(seed) + 1)  # +1: not the stream its z came from
-        noise = [torch.randn(1, 1, 2 ** ((layer + 5) // 2), 2 ** ((layer + 5) // 2), generator=rng).to(device)
-                 for layer in range(generator.num_layers)]
+        noise = generator.make_noise(generator=torch.Generator().manual_seed(int(seed) + 1))  # +1: not z's stream
         image, _ = generator([row[None]], truncation=truncation, truncation_latent=centre, noise=noise)
         images.append(image.float().cpu())
     return torch.cat(images)

@@ -189,18 +189,21 @@ class AdaptiveAugment(torch.nn.Module):
             g, general = g @ _scale2(1 / s, 1 / s), general | on
         # Pre- and post-rotation each with p_rot so that P(any rotation) = rotate * p.
         p_rot = 1 - math.sqrt(min(max(1 - self.rotate * self._p_host, 0.0), 1.0))
-        if self.rotate > 0:
+
+        def random_rotation() -> tuple[torch.Tensor, torch.Tensor]:
             on = rand(n) < p_rot
-            theta = torch.where(on, (rand(n) * 2 - 1) * math.pi * self.rotate_max, zero)
-            g, general = g @ _rotate2(theta), general | on
+            return _rotate2(torch.where(on, (rand(n) * 2 - 1) * math.pi * self.rotate_max, zero)), on
+
+        if self.rotate > 0:
+            rotation, on = random_rotation()
+            g, general = g @ rotation, general | on
         if self.aniso > 0:
             on = self._enabled(self.aniso, [n], device, gen)
             s = torch.where(on, torch.exp2(randn(n) * self.aniso_std), one)
             g, general = g @ _scale2(1 / s, s), general | on
         if self.rotate > 0:
-            on = rand(n) < p_rot
-            theta = torch.where(on, (rand(n) * 2 - 1) * math.pi * self.rotate_max, zero)
-            g, general = g @ _rotate2(theta), general | on
+            rotation, on = random_rotation()
+            g, general = g @ rotation, general | on
         if self.xfrac > 0:
             on = self._enabled(self.xfrac, [n], device, gen)
             t = torch.where(on[:, None], randn(n, 2) * self.xfrac_std, torch.zeros(n, 2, device=device))

@@ -79,17 +79,23 @@ class Generator(nn.Module):
             in_channels = out_channels
         self.n_latent = self.log_size * 2 - 2
 
-    def make_noise(self) -> list[torch.Tensor]:
-        """One fresh noise map per synthesis layer, batch 1 (broadcast over the batch)."""
+    def _randn(self, *shape: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Normal samples on the model's device; with a (CPU) generator, drawn from it, so seeded draws are
+        the same on every device and leave the global RNG alone."""
         device = self.input.input.device
-        return [torch.randn(1, 1, 2 ** ((layer + 5) // 2), 2 ** ((layer + 5) // 2), device=device)
+        if generator is None:
+            return torch.randn(*shape, device=device)
+        return torch.randn(*shape, generator=generator).to(device)
+
+    def make_noise(self, *, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """One fresh noise map per synthesis layer, batch 1 (broadcast over the batch)."""
+        return [self._randn(1, 1, 2 ** ((layer + 5) // 2), 2 ** ((layer + 5) // 2), generator=generator)
                 for layer in range(self.num_layers)]
 
     @torch.no_grad()
-    def mean_latent(self, n_latent: int) -> torch.Tensor:
+    def mean_latent(self, n_latent: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Average W of n random z: the truncation centre, shape (1, style_dim)."""
-        z = torch.randn(n_latent, self.style_dim, device=self.input.input.device)
-        return self.style(z).mean(0, keepdim=True)
+        return self.style(self._randn(n_latent, self.style_dim, generator=generator)).mean(0, keepdim=True)
 
     def get_latent(self, z: torch.Tensor) -> torch.Tensor:
         return self.style(z)
