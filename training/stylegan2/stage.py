@@ -32,7 +32,7 @@ from training.stylegan2.data import fit_resolution, real_batches
 from training.stylegan2.distributed import DistContext, barrier, init_distributed
 from training.stylegan2.run_folder import RunFolder
 from training.stylegan2.samples import generate_images, save_grid, seeded_z
-from training.stylegan2.trainer import StyleGAN2Trainer, select_device
+from training.stylegan2.trainer import StepStats, StyleGAN2Trainer, select_device
 
 STAGE = "train-stylegan2"
 MODELS_DIR = Path("models") / "stylegan2"
@@ -127,10 +127,10 @@ class TrainingLoop:
         barrier(self.trainer.ctx)
         return path
 
-    def _log(self, window: list[dict[str, float]], started: float, images_at_start: int) -> None:
+    def _log(self, window: list[StepStats], started: float, images_at_start: int) -> None:
         state = self.trainer.state
         keys = sorted({k for stats in window for k in stats})
-        means = {k: sum(s[k] for s in window if k in s) / sum(1 for s in window if k in s) for k in keys}
+        means = {k: float(sum(s[k] for s in window if k in s) / sum(1 for s in window if k in s)) for k in keys}
         elapsed = time.perf_counter() - started
         images = state.images_seen - images_at_start
         record = {"step": state.step, "images_seen": state.images_seen, "kimg": state.kimg,
@@ -160,7 +160,7 @@ class TrainingLoop:
                 self._tick("grid")
                 self.save_grid()
         batches = self._batches()
-        window: list[dict[str, float]] = []
+        window: list[StepStats] = []
         started, images_at_start = time.perf_counter(), state.images_seen
         fid = None
         try:

@@ -38,6 +38,10 @@ from training.stylegan2.losses import (
 )
 from training.stylegan2.networks import Discriminator, Generator
 
+# A step's statistics: detached tensors on the device (reading one, `float(...)`, waits for the GPU, so
+# the training loop does it when it logs, not in every step), and ADA's p as a float.
+StepStats = dict[str, torch.Tensor | float]
+
 
 def step_seed(seed: int, rank: int, step: int) -> int:
     digest = hashlib.sha256(f"stylegan2:{seed}:{rank}:{step}".encode()).digest()
@@ -125,7 +129,7 @@ class StyleGAN2Trainer:
 
     # Each phase computes one loss, backpropagates it and averages the gradients over ranks; `step` draws
     # the latents and applies the optimisers. Tests call the phases with explicit latents.
-    def d_backward(self, real: torch.Tensor, latents: list[torch.Tensor]) -> dict[str, float]:
+    def d_backward(self, real: torch.Tensor, latents: list[torch.Tensor]) -> StepStats:
         """Logistic loss of D on (augmented) real vs fake images."""
         self.g.requires_grad_(False)
         self.d.requires_grad_(True)
@@ -140,10 +144,10 @@ class StyleGAN2Trainer:
         average_gradients(self.d, self.ctx)
         if self.augment is not None:
             self.augment.accumulate(real_logits.detach().float())
-        return {"loss_d": loss.item(), "real_score": real_logits.float().mean().item(),
-                "fake_score": fake_logits.float().mean().item()}
+        return {"loss_d": loss.detach(), "real_score": real_logits.detach().float().mean(),
+                "fake_score": fake_logits.detach().float().mean()}
 
-    def r1_backward(self, real: torch.Tensor) -> dict[str, float]:
+    def r1_backward(self, real: torch.Tensor) -> StepStats:
         """Lazy R1: gamma / 2 * ||grad D(x)||^2, scaled by the interval it is applied at."""
         cfg = self.config.loss
         self.d.requires_grad_(True)
@@ -153,9 +157,9 @@ class StyleGAN2Trainer:
         self.d.zero_grad(set_to_none=True)
         (cfg.r1_gamma / 2 * penalty * cfg.d_reg_every + 0 * logits[0, 0]).backward()
         average_gradients(self.d, self.ctx)
-        return {"r1": penalty.item()}
+        return {"r1": penalty.detach()}
 
-    def g_backward(self, latents: list[torch.Tensor]) -> dict[str, float]:
+    def g_backward(self, latents: list[torch.Tensor]) -> StepStats:
         """Non-saturating loss of G through the frozen D."""
         self.g.requires_grad_(True)
         self.d.requires_grad_(False)
@@ -166,9 +170,9 @@ class StyleGAN2Trainer:
         loss.backward()
         average_gradients(self.g, self.ctx)
         self.d.requires_grad_(True)
-        return {"loss_g": loss.item()}
+        return {"loss_g": loss.detach()}
 
-    def path_backward(self, latents: list[torch.Tensor]) -> dict[str, float]:
+    def path_backward(self, latents: list[torch.Tensor]) -> StepStats:
         """Lazy path-length regularisation; updates the running mean path length (averaged over ranks)."""
         cfg = self.config.loss
         self.g.requires_grad_(True)
@@ -179,9 +183,9 @@ class StyleGAN2Trainer:
         (cfg.path_regularize * cfg.g_reg_every * penalty + 0 * fake[0, 0, 0, 0]).backward()
         average_gradients(self.g, self.ctx)
         self.state.mean_path_length = float(average_tensor(new_mean, self.ctx).item())
-        return {"path": penalty.item(), "path_length": lengths.mean().item()}
+        return {"path": penalty.detach(), "path_length": lengths.detach().mean()}
 
-    def step(self, real: torch.Tensor) -> dict[str, float]:
+    def step(self, real: torch.Tensor) -> StepStats:
         """One iteration on this rank's batch of real images in [-1, 1]; returns its losses."""
         state, cfg = self.state, self.config.loss
         seed = step_seed(self.config.runtime.seed, self.ctx.rank, state.step)
