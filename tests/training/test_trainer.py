@@ -211,6 +211,7 @@ def _rank_worker(rank: int, port: int, out: str) -> None:
         grads = _gradients(trainer, real[rank::2], z_d[rank::2], z_g[rank::2])
         if rank == 0:
             torch.save(grads, out)
+        torch.distributed.barrier()  # leave together: tearing down while the peer still works can abort gloo
     finally:
         torch.distributed.destroy_process_group()
 

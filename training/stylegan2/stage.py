@@ -304,14 +304,16 @@ def run(config: TrainStyleGAN2Config, workspace: Workspace, inputs: list[Manifes
                 indent=2) + "\n")
         loop = TrainingLoop(trainer, folder, shards, version, make_fid_hook(config, folder, shards, version))
         result = loop.run()
-        if run_ctx is None:
-            return None
-        for name in ("config.json", "dataset.json", "stats.jsonl"):
-            run_ctx.add_file(name, folder.root / name)
-        run_ctx.add_file("checkpoint", loop.final_checkpoint)
-        grids = sorted(folder.grids.glob("fakes-*.png"))
-        if grids:
-            run_ctx.add_file("grid", grids[-1])
-        run_ctx.manifest.counts.update({"steps": result["steps"], "images_seen": result["images_seen"],
-                                        "kimg": int(result["images_seen"] // 1000)})
-    return run_ctx.manifest
+        if run_ctx is not None:
+            for name in ("config.json", "dataset.json", "stats.jsonl"):
+                run_ctx.add_file(name, folder.root / name)
+            run_ctx.add_file("checkpoint", loop.final_checkpoint)
+            grids = sorted(folder.grids.glob("fakes-*.png"))
+            if grids:
+                run_ctx.add_file("grid", grids[-1])
+            run_ctx.manifest.counts.update({"steps": result["steps"], "images_seen": result["images_seen"],
+                                            "kimg": int(result["images_seen"] // 1000)})
+    # Every rank leaves together: a rank that tears its process group down while rank 0 still books the run
+    # can abort gloo's connection threads ("terminate called without an active exception").
+    barrier(ctx)
+    return run_ctx.manifest if run_ctx is not None else None
