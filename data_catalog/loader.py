@@ -24,6 +24,7 @@ import webdataset as wds
 from PIL import Image
 
 from data_catalog.shards import IMAGE_EXTS, ShardSample
+from data_catalog.tar_reader import shard_samples
 
 IMAGE_DTYPES = ("float", "uint8")
 
@@ -94,9 +95,13 @@ def decode_image(data: bytes, image_dtype: str = "float") -> torch.Tensor:
     with Image.open(io.BytesIO(data)) as image:
         array = np.array(image.convert("RGB"), dtype=np.uint8)
     tensor = torch.from_numpy(array).permute(2, 0, 1).contiguous()
-    if image_dtype == "uint8":
-        return tensor
-    return tensor.to(torch.float32).div_(127.5).sub_(1.0)
+    return tensor if image_dtype == "uint8" else to_float_images(tensor)
+
+
+def to_float_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images to float32 in [-1, 1]; on the GPU when the loader ships uint8 (4x fewer bytes between
+    processes, and no float work in the workers)."""
+    return images.to(torch.float32).div_(127.5).sub_(1.0)
 
 
 def _decode(sample: dict, image_dtype: str) -> dict[str, Any]:
@@ -177,7 +182,7 @@ class MegnDataset(torch.utils.data.IterableDataset):
         order_seed = f"{self.seed}:{self.epoch}" if shuffling else None
         stages: list[Any] = [
             lambda: _shard_urls(self.shards, order_seed, reader, self.repeat),
-            wds.tarfile_to_samples(),
+            shard_samples,
         ]
         if shuffling:
             rng = random.Random(f"{self.seed}:{self.epoch}:reader{reader[0] * reader[3] + reader[2]}")
@@ -214,7 +219,7 @@ def read_samples(shards: Sequence[str | Path]) -> Iterator[ShardSample]:
     urls = [str(shard) for shard in shards]
     if not urls:
         return
-    for sample in wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples()):
+    for sample in shard_samples({"url": url} for url in urls):
         _check_complete(sample)
         ext = _image_ext(sample)
         yield ShardSample(key=sample["__key__"], image=sample[ext], image_ext=ext,

@@ -32,6 +32,7 @@ def test_a_resumed_stream_yields_the_batches_an_uninterrupted_one_yields_next(sh
 def test_the_stream_repeats_past_the_end_of_the_data(shards: list[Path]) -> None:
     batches = list(itertools.islice(real_batches(shards, 5), 12))  # 60 images from 24
     assert all(b.shape == (5, 3, 8, 8) for b in batches)
+    assert all(b.dtype == torch.uint8 for b in batches)  # bytes cross the worker boundary, floats are made later
 
 
 def test_fit_resolution_area_downsamples_and_refuses_impossible_sizes() -> None:

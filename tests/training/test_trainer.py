@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -17,10 +18,11 @@ import pytest
 import torch
 
 from data_catalog.config import ConfigError
+from data_catalog.loader import decode_image, read_samples
 from data_catalog.workspace import Workspace
 from tests.training.stylegan2_helpers import VERSION, tiny_config, toy_workspace
 from training.stylegan2.checkpoint import generator_from_checkpoint, load_checkpoint
-from training.stylegan2.data import real_batches
+from training.stylegan2.data import fit_resolution, real_batches
 from training.stylegan2.distributed import DistContext
 from training.stylegan2.stage import DatasetNotFound, run
 from training.stylegan2.trainer import StyleGAN2Trainer
@@ -91,6 +93,18 @@ def test_a_tiny_run_first_separates_then_closes_the_real_fake_gap(workspace: Wor
     peak = max(windows)
     assert peak > 2 * windows[0], windows  # the discriminator learned to tell real from fake
     assert sum(gaps[-40:]) / 40 < 0.5 * peak, windows  # and the generator closed most of that gap
+
+
+def test_prepare_real_makes_uint8_batches_the_float_images_the_decoder_makes(workspace: Workspace) -> None:
+    trainer = StyleGAN2Trainer(tiny_config(**{"data.xflip": "false"}))
+    shards = sorted((workspace.root / "primary" / "megn" / VERSION).glob("*.tar"))
+    (sample,) = itertools.islice(read_samples(shards), 1)
+    as_bytes = decode_image(sample.image, "uint8")[None]
+    as_float = decode_image(sample.image, "float")[None]
+    real = trainer.prepare_real(as_bytes)
+    assert real.dtype == torch.float32 and -1 <= real.min() and real.max() <= 1
+    torch.testing.assert_close(real, fit_resolution(as_float, trainer.config.model.size), rtol=0, atol=0)
+    torch.testing.assert_close(trainer.prepare_real(as_float), real, rtol=0, atol=0)  # float input still works
 
 
 def test_resume_continues_kimg_and_reproduces_the_next_steps(workspace: Workspace, tmp_path: Path) -> None:

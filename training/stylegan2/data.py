@@ -40,9 +40,9 @@ class ResumableShardStream(MegnDataset):
 
 def real_batches(shards: Sequence[str | Path], batch_size: int, start_batch: int = 0, num_workers: int = 0,
                  shuffle_buffer: int = 0, seed: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[torch.Tensor]:
-    """Endless float image batches in [-1, 1] (NCHW) for one rank."""
+    """Endless uint8 image batches (NCHW) for one rank; the trainer makes them float on its device."""
     dataset = ResumableShardStream(shards, batch_size, start_batch, rank=rank, world_size=world_size,
-                                   shuffle_buffer=shuffle_buffer, seed=seed)
+                                   shuffle_buffer=shuffle_buffer, seed=seed, image_dtype="uint8")
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
                                          collate_fn=collate_samples, persistent_workers=False,
                                          pin_memory=torch.cuda.is_available())

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from data_catalog.atomic import atomic_write_text
 from data_catalog.config import ConfigError
 from data_catalog.dataset import version_folder
-from data_catalog.loader import list_shards, make_loader
+from data_catalog.loader import list_shards, make_loader, to_float_images
 from data_catalog.manifest import Manifest
 from data_catalog.runs import new_run_id, stage_run
 from data_catalog.workspace import Workspace
@@ -227,9 +227,10 @@ def make_fid_hook(config: TrainStyleGAN2Config, folder: RunFolder, shards: list[
     def real_images(device: torch.device) -> Iterator[torch.Tensor]:
         """One pass over the split (no x-flips), at most fid.n_images images."""
         seen = 0
-        for batch in make_loader(shards, cfg.batch, rank=0, world_size=1):
-            images = fit_resolution(batch["image"], config.model.size)[: cfg.n_images - seen]
-            yield images.to(device)
+        for batch in make_loader(shards, cfg.batch, rank=0, world_size=1, image_dtype="uint8"):
+            images = fit_resolution(to_float_images(batch["image"].to(device)), config.model.size)
+            images = images[: cfg.n_images - seen]
+            yield images
             seen += images.shape[0]
             if seen >= cfg.n_images:
                 return

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from data_catalog.loader import to_float_images
 from training.stylegan2.augment import AdaptiveAugment
 from training.stylegan2.checkpoint import CheckpointError, load_state_strict
 from training.stylegan2.config import TrainStyleGAN2Config
@@ -121,7 +122,9 @@ class StyleGAN2Trainer:
 
     def prepare_real(self, real: torch.Tensor) -> torch.Tensor:
         """To the device and the model resolution, x-flipped per sample when data.xflip is on."""
-        real = fit_resolution(real.to(self.device, non_blocking=True).float(), self.config.model.size)
+        real = real.to(self.device, non_blocking=True)
+        real = to_float_images(real) if real.dtype == torch.uint8 else real.float()
+        real = fit_resolution(real, self.config.model.size)
         if self.config.data.xflip:
             flip = torch.rand(real.shape[0], device=self.device) < 0.5
             real = torch.where(flip.view(-1, 1, 1, 1), real.flip(3), real)
