@@ -98,7 +98,7 @@ def iter_members(stream: IO[bytes], source: str = "<stream>") -> Iterator[tuple[
         if kind == b"K":  # GNU long link target: only symlinks and hard links use it, and those are skipped
             continue
         name = header[:100].split(b"\0", 1)[0].decode("utf-8")
-        if header[257:262] == b"ustar" and header[345:346] != b"\0":
+        if header[257:263] == b"ustar\0" and header[345:346] != b"\0":  # POSIX prefix (GNU puts times there)
             name = header[345:500].split(b"\0", 1)[0].decode("utf-8") + "/" + name
         name = pax.get("path", long_name or name)
         long_name, pax = None, {}

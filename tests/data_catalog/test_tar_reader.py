@@ -60,6 +60,13 @@ def test_gnu_long_names_pax_paths_and_non_files(tmp_path: Path) -> None:
         assert list(shard_samples([{"url": str(path)}])) == _stock([str(path)])
 
 
+def test_ustar_prefix_field_carries_the_front_of_long_paths(tmp_path: Path) -> None:
+    path = "p" * 90 + "/" + "q" * 60 + "/sample.jpg"  # 157 bytes: split into ustar's prefix and name fields
+    data = _tar([(path, b"x")], tarfile.USTAR_FORMAT)
+    assert data[345:350] == b"ppppp"  # the prefix field is in use
+    assert list(iter_members(io.BytesIO(data), "mem")) == [(path, b"x")]
+
+
 def test_grouping_follows_webdataset_key_rules(tmp_path: Path) -> None:
     members = [("a/x.seg.png", b"1"), ("a/x.cls", b"2"), ("noext", b"3"), ("b.JPG", b"4"), (".hidden", b"5"),
                ("__meta.x__", b"6")]
