@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -190,12 +189,6 @@ def test_killed_process_resumes_from_its_last_checkpoint(workspace: Workspace, t
     assert not list(folder.glob("**/.tmp-*")), "a temp file of the killed write was listed or left"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _fixed_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
     real = torch.rand(8, 3, 16, 16, generator=generator) * 2 - 1
@@ -213,10 +206,10 @@ def _gradients(trainer: StyleGAN2Trainer, real: torch.Tensor, z_d: torch.Tensor,
     return grads
 
 
-def _rank_worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _rank_worker(rank: int, rendezvous: str, out: str) -> None:
     torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    # A file rendezvous, not MASTER_PORT: no port to race for and no TCPStore threads to tear down.
+    torch.distributed.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
     try:
         trainer = StyleGAN2Trainer(tiny_config(**{"augment.ada": "false"}), ctx=DistContext(rank, 2))
         real, z_d, z_g = _fixed_inputs()
@@ -232,7 +225,7 @@ def _rank_worker(rank: int, port: int, out: str) -> None:
 
 def test_two_gloo_processes_give_the_gradients_of_one_process(tmp_path: Path) -> None:
     out = tmp_path / "ddp.pt"
-    torch.multiprocessing.spawn(_rank_worker, args=(_free_port(), str(out)), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_rank_worker, args=(str(tmp_path / "rendezvous"), str(out)), nprocs=2, join=True)
     distributed = torch.load(out, weights_only=True)
     trainer = StyleGAN2Trainer(tiny_config(**{"augment.ada": "false"}))
     single = _gradients(trainer, *_fixed_inputs())
