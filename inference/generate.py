@@ -23,7 +23,7 @@ from training.stylegan2.checkpoint import CheckpointError, generator_from_checkp
 from training.stylegan2.networks import Generator
 from training.stylegan2.run_folder import RunFolder
 from training.stylegan2.samples import generate_images, parse_seeds, save_grid, save_png, seeded_z, to_uint8
-from training.stylegan2.trainer import select_device
+from training.common.device import select_device
 
 NOISE_MODES = ("const", "random")
 DEFAULT_TRUNC_SEED = 0x5D6A  # any fixed value: it only has to be the same on every run

@@ -32,7 +32,8 @@ from training.stylegan2.data import fit_resolution, real_batches
 from training.stylegan2.distributed import DistContext, barrier, init_distributed
 from training.stylegan2.run_folder import RunFolder
 from training.stylegan2.samples import generate_images, save_grid, seeded_z
-from training.stylegan2.trainer import StepStats, StyleGAN2Trainer, select_device
+from training.common.device import select_device
+from training.stylegan2.trainer import StepStats, StyleGAN2Trainer
 
 STAGE = "train-stylegan2"
 MODELS_DIR = Path("models") / "stylegan2"

@@ -49,19 +49,6 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def select_device(name: str | torch.device) -> torch.device:
-    """'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N', with a clear error for anything unusable."""
-    if str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown device {name!r} (cpu, cuda, cuda:N or auto)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available on this machine")
-    return device
-
-
 @dataclass
 class TrainState:
     """Counters saved in every checkpoint (under "sdgan") and restored on resume."""
