@@ -39,6 +39,7 @@ from data_catalog.manifest import Manifest, TableOutput, table_digest
 from data_catalog.optout import OptOutRegistry
 from data_catalog.runs import stage_run
 from data_catalog.shards import ATTRIBUTE_IDS, ShardInfo, ShardSample, encode_image, read_all_stats, write_shards
+from data_catalog.stages import StageOutputs
 from data_catalog.workspace import Workspace
 
 STAGE = "shard"
@@ -285,7 +286,7 @@ def write_version(workspace: Workspace, config: ShardConfig, version: str, sampl
 
 def run(config: ShardConfig, workspace: Workspace, inputs: list[Manifest] | tuple = ()) -> Manifest:
     upstream = _stage_inputs(workspace, inputs)
-    with stage_run(workspace, STAGE, config, list(upstream.values()), packages=("data_catalog",)) as run_ctx:
+    with stage_run(workspace, STAGE, config, list(upstream.values())) as run_ctx:
         registry = OptOutRegistry.load(config.optout)
         # Each table is read once; the effective-row rules are the ones the crawl and align stages use.
         faces = effective_faces(workspace, upstream["align"].config_hash)
@@ -333,3 +334,17 @@ def _with_shards(rows: pd.DataFrame, folder: Path) -> pd.DataFrame:
 
     rows["shard"] = [shard_of(k, s) for k, s in zip(rows["key"], rows["split"])]
     return rows
+
+
+def describe(workspace: Workspace, manifest: Manifest) -> StageOutputs | None:
+    """Where a shard run's dataset version is: its id, folder, card and shards (printed and published)."""
+    folder = version_folder(workspace, manifest)
+    if folder is None:
+        return None
+    return StageOutputs(
+        title=f"dataset version {folder.name}",
+        items={"version": folder.name, "folder": str(folder), "card": str(folder / "card.md"),
+               "shards": str(folder / "megn-{train,val}-*.tar")},
+        markdown=str(folder / "card.md"),
+        artifact_key="megn-dataset-card",
+    )

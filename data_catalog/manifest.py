@@ -20,6 +20,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from data_catalog.hashing import json_hash, sha256_bytes, sha256_file
+from data_catalog.stages import DECLARATIONS_FILE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "sdgan-pipeline"
@@ -33,6 +34,9 @@ class FileOutput(BaseModel):
     path: str  # relative to the workspace, POSIX separators
     sha256: str
     bytes: int
+    # Logs with timings (stats.jsonl): listed and verified, but not part of what the run produced, so a rerun
+    # that made the same model keeps its content hash and its downstream stays cached.
+    volatile: bool = False
 
 
 class TableOutput(BaseModel):
@@ -59,7 +63,7 @@ class Manifest(BaseModel):
     inputs: list[InputRef] = Field(default_factory=list)
     files: dict[str, FileOutput] = Field(default_factory=dict)
     tables: dict[str, TableOutput] = Field(default_factory=dict)
-    counts: dict[str, int] = Field(default_factory=dict)
+    counts: dict[str, int | float] = Field(default_factory=dict)  # kimg keeps its fraction
     started_at: dt.datetime
     finished_at: dt.datetime | None = None
     error: str | None = None
@@ -70,7 +74,7 @@ class Manifest(BaseModel):
         return json_hash(
             {
                 "stage": self.stage,
-                "files": {k: v.sha256 for k, v in self.files.items()},
+                "files": {k: v.sha256 for k, v in self.files.items() if not v.volatile},
                 "tables": {k: v.digest for k, v in self.tables.items()},
             }
         )
@@ -86,11 +90,12 @@ class Manifest(BaseModel):
         return cls.model_validate_json(text)
 
 
-def file_output(path: Path, workspace_root: Path) -> FileOutput:
+def file_output(path: Path, workspace_root: Path, volatile: bool = False) -> FileOutput:
     return FileOutput(
         path=path.resolve().relative_to(workspace_root.resolve()).as_posix(),
         sha256=sha256_file(path),
         bytes=path.stat().st_size,
+        volatile=volatile,
     )
 
 
@@ -149,17 +154,36 @@ def code_version() -> str:
         return "unknown"
 
 
-@functools.cache
-def code_fingerprint(packages: tuple[str, ...]) -> str:
-    """Hash of the Python sources of the given top-level packages.
+def code_fingerprint(paths: tuple[str, ...], root: Path | None = None) -> str:
+    """`source_fingerprint` of this checkout (computed once per process) or of another tree (every time)."""
+    return _checkout_fingerprint(tuple(paths)) if root is None else source_fingerprint(tuple(paths), Path(root))
 
-    `git describe --dirty` cannot tell two uncommitted edits apart; the cache must, so keys use this.
+
+@functools.cache
+def _checkout_fingerprint(paths: tuple[str, ...]) -> str:
+    return source_fingerprint(paths, PROJECT_ROOT)
+
+
+def source_fingerprint(paths: tuple[str, ...], root: Path) -> str:
+    """Hash of the Python sources under the given project paths (folders, searched recursively, or modules).
+
+    A stage declares its paths (`data_catalog.stages`), so a module added to a sibling folder leaves its cache
+    key alone. `git describe --dirty` cannot tell two uncommitted edits apart; the cache must, so keys use this.
+    The declarations file itself is left out: declaring a new stage must not invalidate the others.
     """
     digest: dict[str, str] = {}
-    for package in sorted(set(packages)):
-        folder = PROJECT_ROOT / package
-        for path in sorted(folder.rglob("*.py")):
-            digest[path.relative_to(PROJECT_ROOT).as_posix()] = sha256_file(path)
+    for entry in sorted(set(paths)):
+        target = root / entry
+        if target.is_file():
+            files = [target]
+        elif target.is_dir():
+            files = sorted(target.rglob("*.py"))
+        else:
+            raise FileNotFoundError(f"declared code path {entry!r} does not exist under {root}")
+        for path in files:
+            relative = path.relative_to(root).as_posix()
+            if relative != DECLARATIONS_FILE and "__pycache__" not in path.parts:
+                digest[relative] = sha256_file(path)
     return json_hash(digest)
 
 

@@ -30,6 +30,7 @@ from data_catalog.manifest import (
     manifest_to_row,
     table_digest,
 )
+from data_catalog.stages import code_paths
 from data_catalog.workspace import Workspace
 
 MANIFEST_FILE_NAME = "manifest.json"
@@ -63,9 +64,12 @@ class StageRun:
     def run_id(self) -> str:
         return self.manifest.run_id
 
-    def add_file(self, name: str, path: str | Path) -> None:
-        """Record an output file with its content hash (the file must be complete)."""
-        self.manifest.files[name] = file_output(Path(path), self.workspace.root)
+    def add_file(self, name: str, path: str | Path, volatile: bool = False) -> None:
+        """Record an output file with its content hash (the file must be complete).
+
+        `volatile`: a log whose bytes change from run to run (timings); it stays out of the content hash.
+        """
+        self.manifest.files[name] = file_output(Path(path), self.workspace.root, volatile)
 
     def append(self, table: str, frame: pd.DataFrame, content_columns: Iterable[str] | None = None) -> None:
         """Append rows to a catalog table and fold them into this run's table output digest."""
@@ -92,16 +96,18 @@ def stage_run(
     stage: str,
     config: StageConfig,
     inputs: Iterable[Manifest] = (),
-    packages: Iterable[str] = ("data_catalog",),
     run_id: str | None = None,
 ) -> Iterator[StageRun]:
-    """Open a run; on exit append its `runs` row (completed or failed) and write manifest.json."""
+    """Open a run; on exit append its `runs` row (completed or failed) and write manifest.json.
+
+    The code fingerprint covers the code paths the stage's declaration names (`data_catalog.stages`).
+    """
     manifest = Manifest(
         stage=stage,
         run_id=run_id or new_run_id(stage),
         config_hash=config.hash,
         code_version=code_version(),
-        code_fingerprint=code_fingerprint(tuple(packages)),
+        code_fingerprint=code_fingerprint(code_paths(stage)),
         inputs=[m.ref() for m in inputs],
         started_at=dt.datetime.now(dt.timezone.utc),
     )

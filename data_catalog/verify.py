@@ -127,7 +127,7 @@ class VerifyConfig(StageConfig):
 
 def run(config: VerifyConfig, workspace: Workspace, inputs: list[Manifest] | tuple = ()) -> Manifest:
     """Stage entry point: verify, write `reporting/<run id>/verify.json`, record the run."""
-    with stage_run(workspace, config.STAGE, config, inputs, packages=("data_catalog",)) as run_ctx:
+    with stage_run(workspace, config.STAGE, config, inputs) as run_ctx:
         report = verify_workspace(workspace, rehash=config.rehash)
         out_dir: Path = workspace.root / "reporting" / run_ctx.run_id
         out_dir.mkdir(parents=True, exist_ok=True)

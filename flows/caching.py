@@ -1,9 +1,11 @@
 """Stage functions as Prefect tasks, cached on content rather than on paths or pickles.
 
-Cache key = sha256 of (stage, config hash, content hashes of the input manifests, code version of the
-stage's packages). Results (the manifest, as JSON) and cache records live inside the workspace, so a
-workspace carries its own cache and two workspaces never share hits. A hit is only honoured while the
-outputs it points to are still on disk; otherwise the stage runs again.
+Cache key = sha256 of (stage, config hash, content hashes of the input manifests, fingerprint of the code paths
+the stage declares). The cache is ours, not Prefect's result store: a completed stage writes its manifest to
+`runs/.cache/<key>.json` inside the workspace, and a later task with the same key returns that manifest in a
+Completed state named "Cached" (what Prefect's own cache hits are called, so the UI reads the same). Nothing
+it records holds an absolute path (Prefect's result records do), so a moved or copied workspace keeps its
+hits. A hit is only honoured while the outputs it points to are still on disk; otherwise the stage runs again.
 """
 
 from __future__ import annotations
@@ -14,34 +16,36 @@ from pathlib import Path
 from typing import Any
 
 from prefect import Task, task
-from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
-from prefect.context import TaskRunContext
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, State
 
 from data_catalog.atomic import atomic_write_text
 from data_catalog.hashing import json_hash
 from data_catalog.manifest import Manifest, code_fingerprint
+from data_catalog.stages import get as get_stage
 from data_catalog.workspace import Workspace
-from flows import stages
 from flows.fanout import prefect_mapper
+from flows.progress import PrefectProgress
 
-CACHE_DIR = Path("runs") / ".prefect"
+CACHE_DIR = Path("runs") / ".cache"
+CACHED = "Cached"
 
 
 def stage_cache_key(stage: str, config: dict[str, Any], inputs: list[dict[str, Any]]) -> str:
-    spec = stages.get(stage)
+    spec = get_stage(stage)
     config_cls, _ = spec.load()
     return json_hash(
         {
             "stage": stage,
             "config_hash": config_cls.model_validate(config).hash,
             "inputs": [Manifest.model_validate(m).content_hash for m in inputs],
-            "code_version": code_fingerprint(spec.packages),
+            "code_version": code_fingerprint(spec.code),
         }
     )
 
 
-def _marker(workspace: Path, key: str) -> Path:
-    return workspace / CACHE_DIR / "valid" / f"{key}.json"
+def cache_record(workspace: Path, key: str) -> Path:
+    return workspace / CACHE_DIR / f"{key}.json"
 
 
 def outputs_present(ws: Workspace, manifest: Manifest) -> bool:
@@ -56,15 +60,16 @@ def outputs_present(ws: Workspace, manifest: Manifest) -> bool:
     return True
 
 
-def _cache_key_fn(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
-    key = stage_cache_key(parameters["stage"], parameters["config"], parameters["inputs"])
-    marker = _marker(Path(parameters["workspace"]), key)
-    if not marker.is_file():
-        return key  # never completed here: Prefect finds no record either, and runs the stage
-    ws = Workspace(parameters["workspace"], create=False)
-    if outputs_present(ws, Manifest.model_validate_json(marker.read_text(encoding="utf-8"))):
-        return key
-    return None  # outputs were deleted: run again, without caching this attempt under a stale key
+def cached_manifest(ws: Workspace, key: str) -> Manifest | None:
+    """The manifest a completed run left under `key`, if its outputs are all still there."""
+    record = cache_record(ws.root, key)
+    if not record.is_file():
+        return None
+    try:
+        manifest = Manifest.model_validate_json(record.read_text(encoding="utf-8"))
+    except ValueError:
+        return None  # a record cut short by a crash is a miss, never an error
+    return manifest if outputs_present(ws, manifest) else None
 
 
 def execute_stage(
@@ -74,39 +79,32 @@ def execute_stage(
     inputs: list[dict[str, Any]],
     task_runner: str = "thread",
     workers: int = 4,
-) -> dict[str, Any]:
-    """Task body: validate the config, run the stage, remember the key for the validity check.
+    force: bool = False,
+) -> dict[str, Any] | State:
+    """Task body: a valid cache record wins (unless forced); else run the stage and record its manifest.
 
-    Stages that can split their work (a `map_batches` parameter) get one task per batch on `task_runner`.
+    Stages that can split their work (a `map_batches` parameter) get one task per batch on `task_runner`;
+    stages that report progress (a `progress` parameter) keep a Prefect progress artifact up to date.
     """
-    spec = stages.get(stage)
+    spec = get_stage(stage)
     config_cls, run = spec.load()
     ws = Workspace(workspace)
-    extra = {}
-    if "map_batches" in inspect.signature(run).parameters:
+    key = stage_cache_key(stage, config, inputs) if spec.cacheable else None
+    if key is not None and not force and (hit := cached_manifest(ws, key)) is not None:
+        return Completed(name=CACHED, data=json.loads(hit.model_dump_json()),
+                         message=f"cache hit: run {hit.run_id} ({key[:12]})")
+    extra: dict[str, Any] = {}
+    parameters = inspect.signature(run).parameters
+    if "map_batches" in parameters:
         extra["map_batches"] = prefect_mapper(stage, task_runner, workers)
+    if "progress" in parameters:
+        extra["progress"] = PrefectProgress(stage)
     manifest = run(config_cls.model_validate(config), ws, [Manifest.model_validate(m) for m in inputs], **extra)
-    if spec.cacheable:
-        key = stage_cache_key(stage, config, inputs)
-        atomic_write_text(_marker(ws.root, key), manifest.to_json())
+    if key is not None:
+        atomic_write_text(cache_record(ws.root, key), manifest.to_json())
     return json.loads(manifest.model_dump_json())
 
 
-def stage_task(stage: str, workspace: str | Path, force: bool = False) -> Task:
-    """A Prefect task running `stage` in `workspace`; `force` ignores (and refreshes) its cache."""
-    spec = stages.get(stage)
-    root = Path(workspace).resolve()
-    if not spec.cacheable:
-        return task(execute_stage, name=stage, cache_policy=NO_CACHE, persist_result=False)
-    # Paths are Prefect's spelling of unsaved local storage (no block document on the server). Keys and
-    # results must live in different folders: Prefect names both files after the cache key.
-    policy = CacheKeyFnPolicy(cache_key_fn=_cache_key_fn).configure(key_storage=root / CACHE_DIR / "keys")
-    return task(
-        execute_stage,
-        name=stage,
-        cache_policy=policy,
-        persist_result=True,
-        result_storage=root / CACHE_DIR / "results",
-        result_serializer="json",
-        refresh_cache=force,
-    )
+def stage_task(stage: str) -> Task:
+    """A Prefect task running `stage`; its results stay in memory (the manifest is also in the workspace)."""
+    return task(execute_stage, name=stage, cache_policy=NO_CACHE, persist_result=False)

@@ -13,6 +13,9 @@ from rich.table import Table
 
 from data_catalog.atomic import TEMP_PREFIX
 from data_catalog.config import ConfigError, load_config
+from data_catalog.lock import WorkspaceBusy
+from data_catalog.stages import STAGES, StageSpec
+from data_catalog.stages import get as get_stage
 from data_catalog.tables import TABLE_SCHEMAS
 from data_catalog.workspace import Workspace, WorkspaceError
 
@@ -30,6 +33,50 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-runner", default="thread", choices=["thread", "process", "dask", "ray"],
                         help="where stages that fan out (crawl: one task per query) run their tasks")
     parser.add_argument("--workers", type=int, default=4, help="parallel tasks for --task-runner")
+    _add_wait_option(parser)
+
+
+def _add_wait_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wait", dest="lock_wait", default=None, metavar="SECONDS",
+                        help="when another run is using the workspace, queue behind it for up to SECONDS "
+                             "('forever' to wait without limit; default: $SDGAN_LOCK_WAIT, else stop at once)")
+
+
+def _add_stage_options(parser: argparse.ArgumentParser, spec: StageSpec) -> None:
+    """The shortcuts a stage declares (data_catalog.stages) as flags of `sdgan <stage>`."""
+    for option in spec.options:
+        kwargs: dict = {"dest": option.name, "help": option.help}
+        if option.type is bool:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["default"] = [] if option.repeatable else None
+            kwargs["action"] = "append" if option.repeatable else "store"
+            kwargs["type"] = int if "int" in str(option.type) else str
+            kwargs["choices"] = list(option.choices) if option.choices else None
+        parser.add_argument(option.cli_flag, **kwargs)
+
+
+def _add_stage_commands(sub: argparse._SubParsersAction) -> None:
+    """`sdgan crawl`, `sdgan align`, `sdgan train-stylegan2`, ...: one per stage that declares a CLI."""
+    for spec in STAGES.values():
+        if spec.cli == "flow":
+            parser = sub.add_parser(spec.name, help=spec.cli_help or spec.summary)
+            _add_run_options(parser)
+        elif spec.cli == "direct":
+            parser = sub.add_parser(
+                spec.name, help=spec.cli_help or spec.summary,
+                description=f"Runs the {spec.name} stage in this process, without Prefect. For several GPUs: "
+                            f"torchrun --nproc_per_node N -m flows.cli {spec.name} ... (rank 0 writes the run "
+                            f"folder and the catalog). For a cached, orchestrated run use `sdgan run {spec.name}`.")
+            parser.add_argument("--workspace", required=True, help="workspace holding the dataset version")
+            parser.add_argument("--profile", default="demo", help=f"config profile: configs/<profile>/{spec.name}.yaml")
+            parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                                help="override one config value (repeatable), e.g. schedule.total_kimg=100")
+            _add_wait_option(parser)
+        else:
+            continue
+        _add_stage_options(parser, spec)
+        parser.set_defaults(stage=spec.name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the whole DAG on the embedded demo defaults (offline, CPU)")
     demo.add_argument("--workspace", default=DEFAULT_DEMO_WORKSPACE)
     demo.add_argument("--force", action="append", default=[], metavar="STAGE")
+    _add_wait_option(demo)
 
     run = sub.add_parser("run", help="run a flow in this process (Prefect's embedded server unless PREFECT_API_URL is set)")
     run.add_argument("flow", help="flow name, e.g. reproduce or catalog-verify")
@@ -49,20 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--only", action="append", default=[], metavar="FLOW[/DEPLOYMENT]")
     serve.add_argument("--limit", type=int, default=None, help="maximum concurrent flow runs")
 
-    crawl = sub.add_parser("crawl", help="run the crawl stage (search engines or a URL list -> blobs + catalog)")
-    _add_run_options(crawl)
-    crawl.add_argument("--source", dest="sources", action="append", default=[],
-                       choices=["google", "naver", "google-api", "naver-api", "urls"], help="repeatable; default: the profile's")
-    crawl.add_argument("--plan", help="query plan YAML (default: the profile's)")
-    crawl.add_argument("--urls", help="URL list (txt, csv or parquet with a url column) for --source urls")
-    crawl.add_argument("--endpoint", help="base URL of the (single) search --source, e.g. a loopback emulator")
-    crawl.add_argument("--max-per-query", type=int)
-    crawl.add_argument("--retry-failed", action="store_true", help="fetch again only the URLs whose last attempt failed")
-
-    align = sub.add_parser("align", help="run the align stage (detect, FFHQ-align, filter, deduplicate faces)")
-    _add_run_options(align)
-    align.add_argument("--detector", choices=["retinaface", "dlib-hog", "dlib-cnn", "scrfd"])
-    align.add_argument("--output-size", type=int)
+    _add_stage_commands(sub)
 
     emulator = sub.add_parser("emulator", help="serve a folder of images as Google/Naver search results on 127.0.0.1")
     emulator.add_argument("--corpus", help="image folder (default: build the demo corpus into workspace/corpus/demo)")
@@ -76,23 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--split", action="append", default=None, choices=["train", "val"],
                         help="splits to export (repeatable; default: train)")
     export.add_argument("--out", required=True, help="zip file (stylegan-zip) or folder")
-
-    train = sub.add_parser("train-stylegan2",
-                           help="train (or resume) StyleGAN2 on a dataset version in this process (no Prefect; "
-                                "torchrun-ready)",
-                           description="Runs the train-stylegan2 stage directly. For several GPUs: torchrun "
-                                       "--nproc_per_node N -m flows.cli train-stylegan2 ... (rank 0 writes the "
-                                       "run folder and the catalog). For a cached, orchestrated run use "
-                                       "`sdgan run train-stylegan2`.")
-    train.add_argument("--workspace", required=True, help="workspace holding the dataset version")
-    train.add_argument("--dataset", help="dataset version id (default: the version of the current shard run)")
-    train.add_argument("--profile", default="demo", help="config profile: configs/<profile>/train-stylegan2.yaml")
-    train.add_argument("--resume", metavar="RUN",
-                       help="continue a run: run id, run folder or checkpoint (.pt); a .pt outside a run folder "
-                            "starts a new run folder from its weights")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override one config value (repeatable), e.g. schedule.total_kimg=100 or "
-                            "runtime.device=cpu")
 
     generate = sub.add_parser("generate",
                               help="images from a StyleGAN2 checkpoint by seed: a grid and/or one PNG per seed")
@@ -112,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="which generator of the checkpoint (default: g_ema)")
 
     sub.add_parser("stages", help="list the stages of the DAG and whether each is built")
+
+    deployments = sub.add_parser("deployments", help="print prefect.yaml as the stage declarations define it")
+    deployments.add_argument("--write", action="store_true", help="rewrite the project's prefect.yaml")
+    deployments.add_argument("--check", action="store_true", help="exit 1 when prefect.yaml is out of date")
 
     config = sub.add_parser("config", help="show the resolved config of a stage")
     config.add_argument("stage")
@@ -207,47 +229,94 @@ def _print_outcomes(outcomes: list[dict]) -> None:
     console.print(table)
 
 
+def _print_outputs(outputs: dict[str, dict]) -> None:
+    """What each stage's current run left (declared by the stage's `describe`), in DAG order."""
+    for described in outputs.values():
+        console.print(f"[green]{described['title']}[/green]", highlight=False, soft_wrap=True)
+        width = max((len(label) for label in described["items"]), default=0) + 1
+        for label, value in described["items"].items():
+            console.print(f"  {label + ':':<{width}} {value}", soft_wrap=True, highlight=False)
+
+
 def _flow_options(args: argparse.Namespace) -> dict:
     """The options every flow takes, from the CLI's common run options."""
     return {"workspace": str(Path(args.workspace).resolve()), "profile": args.profile, "overrides": args.overrides,
-            "force": args.force, "task_runner": args.task_runner, "workers": args.workers}
+            "force": args.force, "task_runner": args.task_runner, "workers": args.workers,
+            "lock_wait": args.lock_wait}
 
 
-def _print_result(result: list[dict] | dict) -> None:
-    """Flows return their stage outcomes, and dataset flows also where the dataset version is."""
-    _print_outcomes(result["stages"] if isinstance(result, dict) else result)
-    if isinstance(result, dict) and result.get("dataset"):
-        _print_dataset(result["dataset"])
-    if isinstance(result, dict) and result.get("model"):
-        _print_model(result["model"])
+def _run_flow(name: str, **options: object) -> dict:
+    from flows import embedded_server
+    from flows.registry import load_flow
 
-
-def _print_dataset(dataset: dict[str, str]) -> None:
-    console.print(f"dataset version {dataset['version']}")
-    console.print(f"  card:   {dataset['card']}")
-    console.print(f"  shards: {dataset['shards']}")
+    embedded_server.install()  # the embedded Prefect server dies with this process, even under kill -9
+    result = load_flow(name)(**options)
+    _print_outcomes(result["stages"])
+    _print_outputs(result.get("outputs") or {})
+    return result
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.registry import load_flow
-
-    _print_result(load_flow(args.flow)(**_flow_options(args)))
+    _run_flow(args.flow, **_flow_options(args))
     return 0
 
 
-def cmd_crawl(args: argparse.Namespace) -> int:
-    from flows.crawl import crawl_flow
-
-    _print_outcomes(crawl_flow(**_flow_options(args), sources=args.sources or None, plan=args.plan, urls=args.urls,
-                               endpoint=args.endpoint, max_per_query=args.max_per_query,
-                               retry_failed=args.retry_failed))
+def cmd_stage_flow(args: argparse.Namespace) -> int:
+    """`sdgan crawl|align ...`: the stage's flow with its declared shortcuts."""
+    spec = get_stage(args.stage)
+    _run_flow(spec.name, **_flow_options(args), **{o.name: getattr(args, o.name) for o in spec.options})
     return 0
 
 
-def cmd_align(args: argparse.Namespace) -> int:
-    from flows.align import align_flow
+def _log_to_terminal() -> None:
+    """Tick lines of stages run without Prefect (`sdgan.*` loggers) go to stderr."""
+    import logging
 
-    _print_outcomes(align_flow(**_flow_options(args), detector=args.detector, output_size=args.output_size))
+    logger = logging.getLogger("sdgan")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def _leave_process_group() -> None:
+    """Under torchrun the stage joined a process group; leave it cleanly before the process exits."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def cmd_stage_direct(args: argparse.Namespace) -> int:
+    """`sdgan train-stylegan2 ...`: the stage function in this process (what torchrun runs on every rank)."""
+    import contextlib
+    import os
+
+    from data_catalog.lock import FROM_ENV, parse_wait, workspace_lock
+    from flows.pipeline import split_overrides
+
+    spec = get_stage(args.stage)
+    config_cls, run = spec.load()
+    shortcuts, _ = spec.shortcut_overrides({o.name: getattr(args, o.name) for o in spec.options})
+    # `--set <stage>.key=value` works too, as with `sdgan run <stage>`
+    config = load_config(config_cls, args.profile, split_overrides([spec.name], args.overrides)[spec.name] + shortcuts)
+    ws = _open(args.workspace)
+    _log_to_terminal()
+    # Under torchrun only rank 0 writes the catalog: it alone holds the workspace.
+    wait = FROM_ENV if args.lock_wait is None else parse_wait(args.lock_wait)
+    lock = workspace_lock(ws.root, wait=wait) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    try:
+        with lock:
+            manifest = run(config, ws, [m for u in spec.upstream if (m := ws.current(u)) is not None])
+    finally:
+        _leave_process_group()
+    if manifest is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
+    outputs = spec.outputs(ws, manifest)
+    if spec.describe and outputs is None:
+        raise ValueError(f"run {manifest.run_id} finished without its outputs")
+    _print_outputs({spec.name: outputs.to_json()} if outputs else {})
     return 0
 
 
@@ -261,20 +330,12 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    args.flow, args.profile, args.overrides, args.task_runner, args.workers = "reproduce", "demo", [], "thread", 4
-    code = cmd_run(args)
     workspace = Path(args.workspace).resolve()
-    from flows.build_megn import dataset_location
-
-    if (dataset := dataset_location(workspace)) is not None:
-        _print_dataset(dataset)
-    from flows.train_stylegan2 import model_location
-
-    if (model := model_location(workspace)) is not None:
-        _print_model(model)
+    _run_flow("reproduce", workspace=str(workspace), profile="demo", overrides=[], force=args.force,
+              task_runner="thread", workers=4, lock_wait=args.lock_wait)
     console.print(f"workspace: {workspace}")
     console.print(f"inspect it with: sdgan catalog ls --workspace {args.workspace}")
-    return code
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -291,49 +352,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = (export_stylegan_zip if args.format == "stylegan-zip" else export_folder)(shards, args.out)
     console.print(f"exported {len(shards)} shard(s) of {version} to {out}")
     return 0
-
-
-def _leave_process_group() -> None:
-    """Under torchrun the stage joined a process group; leave it cleanly before the process exits."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def cmd_train_stylegan2(args: argparse.Namespace) -> int:
-    from flows.pipeline import split_overrides
-    from flows.train_stylegan2 import STAGE, model_location, train_overrides
-    from training.stylegan2.config import TrainStyleGAN2Config
-    from training.stylegan2.stage import run
-
-    # `--set train-stylegan2.key=value` works too, as with `sdgan run train-stylegan2`
-    overrides = split_overrides([STAGE], args.overrides)[STAGE] + train_overrides(args.dataset, args.resume)
-    config = load_config(TrainStyleGAN2Config, args.profile, overrides)
-    ws = _open(args.workspace)
-    try:
-        manifest = run(config, ws)
-    finally:
-        _leave_process_group()
-    if manifest is None:  # a torchrun rank other than 0: rank 0 reports
-        return 0
-    model = model_location(ws.root, manifest)
-    if model is None:
-        raise ValueError(f"run {manifest.run_id} finished without a checkpoint")
-    _print_model(model)
-    return 0
-
-
-def _print_model(model: dict) -> None:
-    """Where a train-stylegan2 run left its model (`flows.train_stylegan2.model_location`)."""
-    console.print(f"[green]StyleGAN2 model[/green] of run {model['run_id']}: {model['kimg']:.3f} kimg",
-                  highlight=False)
-    console.print(f"  run folder: {model['folder']}", soft_wrap=True, highlight=False)
-    console.print(f"  checkpoint: {model['checkpoint']}", soft_wrap=True, highlight=False)
-    if model["grid"]:
-        console.print(f"  grid:       {model['grid']}", soft_wrap=True, highlight=False)
-    console.print(f"samples: sdgan generate --checkpoint {model['checkpoint']} --seeds 0-15 --truncation 0.7 "
-                  f"--out grid.png", soft_wrap=True, highlight=False)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -357,21 +375,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_stages(args: argparse.Namespace) -> int:
-    from flows.stages import STAGES
-
     table = Table(title="stages")
-    for column in ("stage", "built", "upstream", "summary"):
+    for column in ("stage", "built", "upstream", "command", "summary"):
         table.add_column(column)
     for spec in STAGES.values():
-        table.add_row(spec.name, "yes" if spec.built else "not yet", ", ".join(spec.upstream), spec.summary)
+        command = f"sdgan {spec.name}" if spec.cli else (f"sdgan run {spec.name}" if spec.built else "")
+        table.add_row(spec.name, "yes" if spec.built else "not yet", ", ".join(spec.upstream), command, spec.summary)
     console.print(table)
     return 0
 
 
-def cmd_config(args: argparse.Namespace) -> int:
-    from flows.stages import get
+def cmd_deployments(args: argparse.Namespace) -> int:
+    from flows.deployments import DEFAULT_FILE, render_prefect_yaml
 
-    config_cls, _ = get(args.stage).load()
+    text = render_prefect_yaml()
+    if args.check:
+        current = DEFAULT_FILE.read_text(encoding="utf-8") if DEFAULT_FILE.is_file() else ""
+        if current != text:
+            print(f"{DEFAULT_FILE} is out of date with the stage declarations; run: sdgan deployments --write",
+                  file=sys.stderr)
+            return 1
+        print(f"{DEFAULT_FILE} is up to date")
+    elif args.write:
+        DEFAULT_FILE.write_text(text, encoding="utf-8")
+        print(f"wrote {DEFAULT_FILE}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    config_cls, _ = get_stage(args.stage).load()
     config = load_config(config_cls, args.profile, args.overrides)
     print(json.dumps({"stage": args.stage, "config_hash": config.hash, "config": config.to_dict()}, indent=2))
     return 0
@@ -381,24 +415,30 @@ COMMANDS = {
     "demo": cmd_demo,
     "run": cmd_run,
     "serve": cmd_serve,
-    "crawl": cmd_crawl,
-    "align": cmd_align,
     "emulator": cmd_emulator,
     "export": cmd_export,
-    "train-stylegan2": cmd_train_stylegan2,
     "generate": cmd_generate,
     "stages": cmd_stages,
+    "deployments": cmd_deployments,
     "config": cmd_config,
 }
 CATALOG_COMMANDS = {"ls": cmd_catalog_ls, "show": cmd_catalog_show, "verify": cmd_catalog_verify, "gc": cmd_catalog_gc}
 
 
+def _handler(args: argparse.Namespace):
+    if args.command == "catalog":
+        return CATALOG_COMMANDS[args.catalog_command]
+    if args.command in COMMANDS:
+        return COMMANDS[args.command]
+    return cmd_stage_direct if get_stage(args.command).cli == "direct" else cmd_stage_flow
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = CATALOG_COMMANDS[args.catalog_command] if args.command == "catalog" else COMMANDS[args.command]
     try:
-        return handler(args)
-    except (ConfigError, WorkspaceError, KeyError, NotImplementedError, ValueError, FileNotFoundError) as exc:
+        return _handler(args)(args)
+    except (ConfigError, WorkspaceError, WorkspaceBusy, KeyError, NotImplementedError, ValueError,
+            FileNotFoundError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"sdgan: error: {message}", file=sys.stderr)
         return 2

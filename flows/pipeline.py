@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from data_catalog import stages
 from data_catalog.config import ConfigError, StageConfig, load_config
+from data_catalog.lock import FROM_ENV, parse_wait, workspace_lock
 from data_catalog.manifest import Manifest
 from data_catalog.workspace import Workspace
-from flows import stages
-from flows.caching import stage_task
+from flows.caching import CACHED, stage_task
 from flows.fanout import TASK_RUNNERS
 
 FORCE_ALL = "all"
@@ -77,13 +78,25 @@ def run_stages(
     config_dir: str | Path | None = None,
     task_runner: str = "thread",
     workers: int = 4,
+    lock_wait: str | float | None = None,
 ) -> list[StageOutcome]:
-    logger = get_run_logger()
-    ws = Workspace(workspace)
+    """Run `names` in order in `workspace`, holding the workspace's lock for the whole chain.
+
+    `lock_wait`: seconds (or "forever") to queue behind another process using the workspace; None:
+    `$SDGAN_LOCK_WAIT`, else stop at once with a message naming that process.
+    """
     configs = resolve_configs(names, profile, list(overrides), config_dir)
     forced = check_force(names, force)
     if task_runner not in TASK_RUNNERS:
         raise PipelineError(f"unknown task runner {task_runner!r}; choose one of {', '.join(TASK_RUNNERS)}")
+    ws = Workspace(workspace)
+    with workspace_lock(ws.root, wait=FROM_ENV if lock_wait is None else parse_wait(str(lock_wait), "lock_wait")):
+        return _run_locked(names, ws, configs, forced, task_runner, workers)
+
+
+def _run_locked(names: Sequence[str], ws: Workspace, configs: dict[str, StageConfig], forced: set[str],
+                task_runner: str, workers: int) -> list[StageOutcome]:
+    logger = get_run_logger()
     manifests: dict[str, Manifest] = {}
     outcomes: list[StageOutcome] = []
     for name in names:
@@ -102,9 +115,9 @@ def run_stages(
             logger.warning("%s: blocked, no completed run of %s", name, ", ".join(missing))
             continue
         inputs = [manifests[u].model_dump(mode="json") for u in spec.upstream]
-        state = stage_task(name, ws.root, force=name in forced)(
+        state = stage_task(name)(
             stage=name, config=configs[name].to_dict(), workspace=str(ws.root), inputs=inputs,
-            task_runner=task_runner, workers=workers, return_state=True,
+            task_runner=task_runner, workers=workers, force=name in forced, return_state=True,
         )
         if state.is_failed():
             outcomes.append(StageOutcome(name, "failed", detail=state.message or ""))
@@ -112,7 +125,7 @@ def run_stages(
             continue
         manifest = Manifest.model_validate(state.result())
         manifests[name] = manifest
-        status = "cached" if state.name == "Cached" else "ran"
+        status = "cached" if state.name == CACHED else "ran"
         if status == "cached":
             ws.set_current(name, manifest.run_id)
         else:
@@ -150,3 +163,24 @@ def _publish_counts(stage: str, manifest: Manifest) -> None:
 
 def outcomes_to_json(outcomes: list[StageOutcome]) -> list[dict[str, Any]]:
     return [asdict(o) for o in outcomes]
+
+
+def stage_outputs(workspace: str | Path, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """What the current runs of `names` left for a user (stages that describe their outputs), in DAG order."""
+    ws = Workspace(workspace, create=False)
+    found: dict[str, dict[str, Any]] = {}
+    for name in names:
+        spec = stages.get(name)
+        if spec.describe and (manifest := ws.current(name)) is not None:
+            if (outputs := spec.outputs(ws, manifest)) is not None:
+                found[name] = outputs.to_json()
+    return found
+
+
+def publish_outputs(outputs: dict[str, dict[str, Any]]) -> None:
+    """Markdown outputs (the dataset card) as Prefect artifacts, so the UI shows what was built."""
+    for name, described in outputs.items():
+        if described.get("markdown") and Path(described["markdown"]).is_file():
+            create_markdown_artifact(key=described.get("artifact_key") or f"{name}-outputs",
+                                     markdown=Path(described["markdown"]).read_text(encoding="utf-8"),
+                                     description=described["title"])

@@ -1,4 +1,4 @@
-"""Deployable flows by name. `prefect.yaml` declares their deployments; a test keeps the two in step."""
+"""Deployable flows by name (`reproduce`) or entrypoint (`flows/dag.py:reproduce_flow`)."""
 
 from __future__ import annotations
 
@@ -6,22 +6,16 @@ import importlib
 
 from prefect import Flow
 
-FLOWS: dict[str, str] = {
-    "reproduce": "flows.reproduce:reproduce_flow",
-    "catalog-verify": "flows.catalog_verify:catalog_verify_flow",
-    "crawl": "flows.crawl:crawl_flow",
-    "align": "flows.align:align_flow",
-    "shard": "flows.shard:shard_flow",
-    "build-megn": "flows.build_megn:build_megn_flow",
-    "train-stylegan2": "flows.train_stylegan2:train_stylegan2_flow",
-}
+from data_catalog.stages import flow_names
 
 
 def load_flow(name_or_entrypoint: str) -> Flow:
-    """A flow by name (`reproduce`) or by entrypoint (`flows/reproduce.py:reproduce_flow`)."""
-    target = FLOWS.get(name_or_entrypoint, name_or_entrypoint)
-    module_part, sep, attr = target.partition(":")
+    if name_or_entrypoint in flow_names():
+        from flows import dag
+
+        return dag.FLOWS.get(name_or_entrypoint) or dag.make_flow(name_or_entrypoint)
+    module_part, sep, attr = name_or_entrypoint.partition(":")
     if not sep:
-        raise KeyError(f"unknown flow {name_or_entrypoint!r}; flows: {', '.join(FLOWS)}")
+        raise KeyError(f"unknown flow {name_or_entrypoint!r}; flows: {', '.join(flow_names())}")
     module_name = module_part.removesuffix(".py").replace("/", ".")
     return getattr(importlib.import_module(module_name), attr)

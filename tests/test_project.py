@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from data_catalog.config import load_config
-from flows.stages import STAGES
+from data_catalog.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ["data_catalog", "crawling", "alignment", "training", "inference", "flows"]

@@ -17,6 +17,7 @@ from PIL import Image
 from data_catalog import StageConfig, Workspace, stage_run
 from data_catalog.dataset import ShardConfig, assign_splits, label_of, run
 from data_catalog.hashing import sha256_bytes
+from tests.stage_kit import StageContract
 
 
 class UpstreamConfig(StageConfig):
@@ -182,3 +183,19 @@ def test_a_folder_left_by_a_killed_run_is_replaced(workspace: Workspace, catalog
     run(ShardConfig(), workspace, [crawl, align])
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == expected
     assert not stale.exists()
+
+
+class TestShardStageContract(StageContract):
+    stage = "shard"
+
+    def prepare(self, tmp_path: Path) -> tuple[Workspace, list]:
+        workspace = Workspace(tmp_path / "ws")
+        for name in IMAGES:  # the raw bytes whose sha256 the synthetic candidates name, so the catalog verifies
+            assert workspace.blobs.put(name.encode(), "jpg") == _sha(name)
+        return workspace, list(build_catalog(workspace))
+
+    def config(self) -> ShardConfig:
+        return ShardConfig(max_count=2, min_shards=1, val_fraction=0.3)
+
+    def changed_config(self) -> ShardConfig:
+        return ShardConfig(max_count=2, min_shards=1, val_fraction=0.3, jpeg_quality=80)

@@ -55,7 +55,7 @@ def shard_hashes(folder: Path) -> dict[str, str]:
 def test_first_build_writes_shards_that_give_every_sample_once(served: dict, workspace: Path) -> None:
     result = build(served, workspace)
     assert statuses(result) == {"crawl": "ran", "align": "ran", "shard": "ran"}
-    dataset = result["dataset"]
+    dataset = result["outputs"]["shard"]["items"]
     folder = Path(dataset["folder"])
     assert Path(dataset["card"]).is_file() and (folder / "grid.png").is_file()
     ws = Workspace(workspace, create=False)
@@ -88,7 +88,7 @@ def test_second_build_is_fully_cached_and_byte_identical(served: dict, workspace
     before = shard_hashes(ws.root / "primary" / "megn" / version)
     result = build(served, workspace)
     assert statuses(result) == {"crawl": "cached", "align": "cached", "shard": "cached"}
-    assert result["dataset"]["version"] == version
+    assert result["outputs"]["shard"]["items"]["version"] == version
     assert shard_hashes(ws.root / "primary" / "megn" / version) == before
 
 
@@ -97,7 +97,7 @@ def test_changing_a_filter_threshold_reruns_only_align_and_shard(served: dict, w
     (old,) = ws.dataset_versions()
     result = build(served, workspace, "align.filters.min_inter_ocular=40")
     assert statuses(result) == {"crawl": "cached", "align": "ran", "shard": "ran"}
-    new = result["dataset"]["version"]
+    new = result["outputs"]["shard"]["items"]["version"]
     assert new != old and set(ws.dataset_versions()) == {old, new}
     samples = ws.table("samples")
     assert (samples["dataset_version"] == new).sum() < (samples["dataset_version"] == old).sum()
@@ -140,8 +140,9 @@ def test_train_stylegan2_deployment_trains_on_a_version_and_is_cached_the_second
     with serving(deployment, prefect_server, tmp_path / "serve.log") as env:
         first = train()
         assert statuses(first) == {"train-stylegan2": "ran"}
-        model = first["model"]
-        assert Path(model["checkpoint"]).is_file() and model["images_seen"] == 16
-        assert json.loads((Path(model["folder"]) / "dataset.json").read_text())["dataset_version"] == version
+        model = first["outputs"]["train-stylegan2"]["items"]
+        assert Path(model["checkpoint"]).is_file() and model["kimg"] == "0.016"
+        assert json.loads((Path(model["run folder"]) / "dataset.json").read_text())["dataset_version"] == version
         second = train()
-        assert statuses(second) == {"train-stylegan2": "cached"} and second["model"]["run_id"] == model["run_id"]
+        assert statuses(second) == {"train-stylegan2": "cached"}
+        assert second["outputs"]["train-stylegan2"]["items"]["run id"] == model["run id"]

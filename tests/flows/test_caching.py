@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flows import stages
+from data_catalog import stages
 
 pytestmark = pytest.mark.prefect_server
 

@@ -11,7 +11,7 @@ from flows.cli import main as cli
 
 @pytest.mark.prefect_server
 def test_run_reproduce_reports_every_stage(prefect_server: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from flows.stages import STAGES
+    from data_catalog.stages import STAGES
 
     ws_path = tmp_path / "ws"
     short_training = ["--set", "train-stylegan2.schedule.total_kimg=0.016", "--set", "train-stylegan2.schedule.grid_seeds=4"]

@@ -73,7 +73,7 @@ def test_flow_fans_out_one_task_per_query(prefect_server: str, corpus: Path, tmp
     from crawling.config import CrawlConfig
     from crawling.stage import run
     from data_catalog.effective import latest_candidates
-    from flows.crawl import crawl_flow
+    from flows.dag import crawl_flow
 
     plan = tmp_path / "plan.yaml"
     plan.write_text(
@@ -84,7 +84,7 @@ def test_flow_fans_out_one_task_per_query(prefect_server: str, corpus: Path, tmp
         endpoints = f"endpoints={{google: '{emulator.endpoints['google']}', naver: '{emulator.endpoints['naver']}'}}"
         state = crawl_flow(workspace=str(tmp_path / "ws"), profile="demo", sources=["google", "naver"], plan=str(plan),
                            overrides=["emulator=null", endpoints], task_runner=runner, workers=2, return_state=True)
-        outcomes = state.result()
+        outcomes = state.result()["stages"]
         flow_run_id = str(state.state_details.flow_run_id)
         reference = Workspace(tmp_path / "reference")
         config = CrawlConfig.model_validate({"sources": ["google", "naver"], "plan": str(plan),

@@ -93,8 +93,10 @@ def test_train_stylegan2_bad_config_value_exits_2(tmp_path: Path, capsys: pytest
 
 def test_dataset_and_resume_shortcuts_stay_strings() -> None:
     from data_catalog.config import load_config
-    from flows.train_stylegan2 import train_overrides
+    from data_catalog.stages import get
     from training.stylegan2.config import TrainStyleGAN2Config
 
-    config = load_config(TrainStyleGAN2Config, "demo", train_overrides("1234e5", "000123"))
+    overrides, forced = get("train-stylegan2").shortcut_overrides({"dataset": "1234e5", "resume": "000123"})
+    assert not forced
+    config = load_config(TrainStyleGAN2Config, "demo", overrides)
     assert config.dataset == "1234e5" and config.resume == "000123"
