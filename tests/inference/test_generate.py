@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from inference.generate import generate, generate_grid
+from inference.generate import check_seeds, generate, generate_grid
 from training.stylegan2.checkpoint import CheckpointError
 from training.stylegan2.networks import Discriminator, Generator
 
@@ -97,6 +98,7 @@ def test_latent_avg_of_a_converted_checkpoint_is_the_truncation_centre(tmp_path:
     g = generator_from_checkpoint(path).eval()
     with torch.no_grad():
         expected, _ = g([latent_avg[None]], input_is_latent=True, randomize_noise=False)
+    expected = expected.clamp(-1, 1)  # generate's images are clamped to [-1, 1], as the PNGs are
     assert torch.allclose(images[0], expected[0], atol=1e-4) and torch.allclose(images[1], expected[0], atol=1e-4)
 
 
@@ -184,3 +186,113 @@ def test_png_bytes_are_plain_rgb(checkpoint: Path, tmp_path: Path) -> None:
     data = generate_grid(checkpoint, "0-1", out=tmp_path / "grid.png").read_bytes()
     with Image.open(io.BytesIO(data)) as image:
         assert image.format == "PNG" and image.mode == "RGB"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# `sdgan generate` runs on `GeneratorHandle` since the handle was introduced; its PNGs must not change. The sha256
+# below were recorded with the implementation that predates the handle (generate.py calling the Generator
+# directly), on this project's pinned torch (2.13, CPU, AVX512), for a tiny generator whose noise strengths are
+# non-zero (a fresh Generator's are 0, which would make the noise modes indistinguishable).
+
+
+def write_recorded_checkpoint(path: Path, latent_avg: bool = False) -> Path:
+    """The tiny checkpoint the hashes were recorded on: write_tiny_checkpoint, noise strength 0.3 everywhere."""
+    write_tiny_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=False)
+    for name in ("g", "g_ema"):
+        for key, value in checkpoint[name].items():
+            if key.endswith("noise.weight"):
+                checkpoint[name][key] = torch.full_like(value, 0.3)
+    if latent_avg:
+        checkpoint["latent_avg"] = torch.randn(16, generator=torch.Generator().manual_seed(7)) * 0.5
+    torch.save(checkpoint, path)
+    return path
+
+
+RECORDED = [  # (checkpoint, seeds, psi, noise_mode, batch, sha256 of the grid, sha256 of the per-seed PNGs' sha256s)
+    ("plain", "0-7", 1.0, "const", 16, "4ecaeb419b5bab9312b6291bec2fee9b2c8729a9b1e43d591e51aefab5e78cb8",
+     "9b31efbe9e84d2276da3b7dc50cab967b18253b83084afd8f8b2e61d8514a9ab"),
+    ("plain", "0-7", 0.7, "const", 16, "844eb0be7e803d8e1e585d4478515aff318ef5153e3baffae81bda4438aa110a",
+     "54da2e07910e87cea5cdbb4dfcbf5184243f0375485dc63f3d441c57f4b2fd08"),
+    ("plain", "0-7", 0.7, "random", 16, "d758aa39322e9605e47c7e615a8fe3bd70c612f5dab01a86e4a46e1fa47b3079",
+     "766c440d2d274acad1f7af2b43dc8d4feda533275ca65a947d3622c39980be31"),
+    ("plain", "5,0,11,3,8", 0.6, "const", 2, "8f581dda26846363aaf767ce213b00892219e1ebfe408382148edf9e9af89062",
+     "22aaa4f535d0741e029071c67247ddb2fafda138e57170ec1db9a3b63e28f22a"),
+    ("avg", "0-7", 0.5, "const", 16, "670a2a4e10d4c499b2fcf2e22c0fec12048eb8b776bfac2438bf494a8a4a0bcd",
+     "036f533da1c0473292b8238b38ba25edd2d86542baf94363e8fa364976f3cad5"),
+    ("avg", "1,4", 1.0, "random", 16, "24a080557ccbe1f1e64f436f3dff1137179935e6cec97276a67d63df169a1d29",
+     "2638fe03a4bb12a5be3ee794767bc3fbbd0b6bcc2c713c873366c22b4a5cfea1"),
+]
+
+
+@pytest.fixture(scope="module")
+def recorded_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("recorded")
+    return {"plain": write_recorded_checkpoint(folder / "plain.pt"),
+            "avg": write_recorded_checkpoint(folder / "avg.pt", latent_avg=True)}
+
+
+@torch.no_grad()
+def pre_handle_images(path: Path, seeds: list[int], psi: float, noise_mode: str, batch: int) -> torch.Tensor:
+    """generate() as it was before GeneratorHandle, frozen here: the reference that does not depend on the
+    machine the sha256 were recorded on (thread count and CPU kernels can move a pixel by one)."""
+    from training.stylegan2.checkpoint import generator_from_checkpoint
+    from training.stylegan2.samples import seeded_z
+
+    checkpoint = torch.load(path, weights_only=False)
+    g = generator_from_checkpoint(checkpoint).eval()
+    centre = None
+    if psi < 1:
+        average = checkpoint.get("latent_avg")
+        centre = (average.float().reshape(1, -1) if average is not None
+                  else g.mean_latent(4096, generator=torch.Generator().manual_seed(0x5D6A)))
+    z = seeded_z(seeds, g.style_dim)
+    if noise_mode == "random":
+        rows = []
+        for seed, row in zip(seeds, z):
+            noise = g.make_noise(generator=torch.Generator().manual_seed(seed + 1))
+            rows.append(g([row[None]], truncation=psi, truncation_latent=centre, noise=noise)[0])
+        return torch.cat(rows)
+    return torch.cat([g([chunk], truncation=psi, truncation_latent=centre, randomize_noise=False)[0]
+                      for chunk in z.split(batch)])
+
+
+def digest_of_folder(folder: Path) -> str:
+    """sha256 of the per-file sha256s, in file-name order: one value for a folder of per-seed PNGs."""
+    digests = b"".join(hashlib.sha256(path.read_bytes()).digest() for path in sorted(folder.iterdir()))
+    return hashlib.sha256(digests).hexdigest()
+
+
+@pytest.mark.parametrize(("which", "seeds", "psi", "noise_mode", "batch", "grid_sha", "each_sha"), RECORDED)
+def test_pngs_are_byte_identical_to_those_before_the_generator_handle(
+        recorded_checkpoints: dict[str, Path], tmp_path: Path, which: str, seeds: str, psi: float, noise_mode: str,
+        batch: int, grid_sha: str, each_sha: str) -> None:
+    from training.stylegan2.samples import save_grid
+
+    path = recorded_checkpoints[which]
+    grid = generate_grid(path, seeds, psi, out=tmp_path / "grid.png", noise_mode=noise_mode, batch=batch,
+                         outdir=tmp_path / "each")
+    images = pre_handle_images(path, check_seeds(seeds), psi, noise_mode, batch)
+    reference = save_grid(images, tmp_path / "reference.png").read_bytes()
+    assert grid.read_bytes() == reference  # on any machine: the same bytes as the code the handle replaced
+    if hashlib.sha256(reference).hexdigest() != grid_sha:
+        pytest.skip("this machine's float arithmetic (threads, CPU kernels) differs from the recording machine's")
+    assert hashlib.sha256(grid.read_bytes()).hexdigest() == grid_sha
+    assert digest_of_folder(tmp_path / "each") == each_sha
+
+
+@pytest.mark.parametrize("noise_mode", ["const", "random"])
+def test_generate_is_the_handles_synthesize_seeds(recorded_checkpoints: dict[str, Path], noise_mode: str) -> None:
+    from training.stylegan2.handle import GeneratorHandle
+
+    _, images = generate(recorded_checkpoints["plain"], "4,0,9", truncation=0.7, noise_mode=noise_mode)
+    handle = GeneratorHandle.load(recorded_checkpoints["plain"])
+    assert torch.equal(images, handle.synthesize_seeds([4, 0, 9], 0.7, noise_mode))
+    assert images.min() >= -1 and images.max() <= 1
+
+
+def test_a_loaded_checkpoint_dict_gives_the_same_images_as_its_file(recorded_checkpoints: dict[str, Path]) -> None:
+    path = recorded_checkpoints["avg"]
+    _, from_file = generate(path, "0-3", truncation=0.5)
+    _, from_dict = generate(torch.load(path, weights_only=False), "0-3", truncation=0.5)
+    assert torch.equal(from_file, from_dict)

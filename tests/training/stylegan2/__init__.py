@@ -1,0 +1,1 @@
+"""Tests of the StyleGAN2 networks, trainer, stage and converter."""
