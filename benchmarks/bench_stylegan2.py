@@ -29,7 +29,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.training.parity_weights import import_rosinality
+from tests.training.stylegan2.parity_weights import import_rosinality
 from training.stylegan2.networks import Discriminator, Generator
 
 TARGET = 0.8

@@ -1,4 +1,4 @@
-"""Record rosinality/stylegan2-pytorch's outputs on seeded weights: the golden file for tests/training/test_parity.py.
+"""Record rosinality/stylegan2-pytorch's outputs on seeded weights: the golden file for tests/training/stylegan2/test_parity.py.
 
 Run by hand (CPU, float32; about a minute on 2 cores):
     .venv/bin/python benchmarks/make_stylegan2_parity.py --rosinality /path/to/stylegan2-pytorch \
@@ -7,7 +7,7 @@ Run by hand (CPU, float32; about a minute on 2 cores):
 Two configs: 32 px (style_dim 64, n_mlp 2, channel_multiplier 1; every case, discriminator batch 8 so the
 minibatch-stddev layer forms groups of 4) and 64 px (the channel drop 512 -> 256 and the discriminator's
 channel-changing ResBlock; plain, mapping and backward cases only). Weights are not stored: both sides
-rebuild them from the seed with tests/training/parity_weights.seeded_state_dict. At 32 px the small outputs
+rebuild them from the seed with tests.training.stylegan2.parity_weights.seeded_state_dict. At 32 px the small outputs
 (mapping, logits, dL/dW and per-parameter gradient sums and norms) are recorded again in float64, for a backward check below float32
 rounding noise. The file holds only
 tensors, ints, floats, strs, lists and dicts, so torch.load(..., weights_only=True) reads it.
@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.training.parity_weights import (
+from tests.training.stylegan2.parity_weights import (
     discriminator_cases,
     float64_cases,
     generator_cases,

@@ -4,7 +4,8 @@ Layout: {"g", "d", "g_ema", "g_optim", "d_optim", "args" (argparse.Namespace), "
 train.py saves and what SD-GAN and the rest of the ecosystem load (`ckpt["g_ema"]`). Our trainer adds one
 key, "sdgan", with everything an exact resume needs (kimg, EMA and augmentation state, RNG states); other
 loaders ignore it. Loading always uses `weights_only=True`, with `argparse.Namespace` as the only extra
-allowed global.
+allowed global. The generic I/O (safe load, atomic save, strict state loading) is `training.common.checkpoint`;
+this module adds what is StyleGAN2's: the allowlist, and networks rebuilt from a checkpoint's args or shapes.
 """
 
 from __future__ import annotations
@@ -15,40 +16,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from data_catalog.atomic import atomic_writer
+from training.common.checkpoint import CheckpointError, load_state_strict, save_checkpoint
+from training.common.checkpoint import load_checkpoint as load_any_checkpoint
 from training.stylegan2.networks import Discriminator, Generator, channel_table
 
+__all__ = ["CheckpointError", "discriminator_from_checkpoint", "generator_from_checkpoint",
+           "infer_discriminator_kwargs", "infer_generator_kwargs", "load_checkpoint", "load_state_strict",
+           "save_checkpoint"]
+
 MODEL_KEYS = ("g", "d", "g_ema")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is unreadable, lacks a network, or does not fit the model it is loaded into."""
+ALLOWED_GLOBALS = (argparse.Namespace,)  # rosinality's train.py stores its options as `args`
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint dict (rosinality layout or ours) without executing any pickled code."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # malformed bytes surface as many types (UnpicklingError, struct.error, ...)
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated, or it holds objects "
-                              f"other than tensors and argparse.Namespace): {type(exc).__name__}: {exc}") from exc
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, expected a dict with 'g_ema'")
-    return checkpoint
-
-
-def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
-    """Write atomically: a killed process leaves the previous checkpoint, never a truncated one."""
-    path = Path(path)
-    with atomic_writer(path) as handle:
-        torch.save(checkpoint, handle)
-    return path
+    return load_any_checkpoint(path, map_location, allowed_globals=ALLOWED_GLOBALS)
 
 
 def _args_dict(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -114,21 +97,6 @@ def _channel_kwargs(widths: dict[int, int]) -> dict[str, Any]:
                     kwargs["channel_base"] = base
                 return kwargs
     raise CheckpointError(f"channel widths {dict(sorted(widths.items()))} match no StyleGAN2 channel table")
-
-
-def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    """load_state_dict(strict=True) with one readable error listing missing, unexpected and misshapen keys."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    misshapen = [f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(own[key].shape)}"
-                 for key in own if key in state and state[key].shape != own[key].shape]
-    if missing or unexpected or misshapen:
-        parts = [f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}" if missing else "",
-                 f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}" if unexpected else "",
-                 f"wrong shape {misshapen[:5]}{' ...' if len(misshapen) > 5 else ''}" if misshapen else ""]
-        raise CheckpointError(f"{what} does not fit the model: " + "; ".join(p for p in parts if p))
-    model.load_state_dict(state, strict=True)
 
 
 def generator_from_checkpoint(checkpoint: dict[str, Any] | str | Path, key: str = "g_ema",

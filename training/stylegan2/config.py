@@ -75,6 +75,7 @@ class ScheduleConfig(ConfigModel):
     checkpoint_kimg: float = Field(default=50.0, gt=0)  # atomic checkpoint every N kimg (and at the end)
     sample_kimg: float = Field(default=50.0, gt=0)  # sample grid every N kimg
     log_steps: int = Field(default=10, ge=1)  # stats.jsonl / TensorBoard every N steps
+    tick_kimg: float = Field(default=4.0, gt=0)  # a progress line (logger sdgan.train-stylegan2) every N kimg
     keep_checkpoints: int = Field(default=5, ge=1)  # newest ones kept (plus the final one)
     grid_seeds: int = Field(default=16, ge=1)  # fixed z seeds 0..N-1 for sample grids
 

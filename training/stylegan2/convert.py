@@ -3,8 +3,9 @@
 NVlabs snapshots are plain pickles whose networks are `torch_utils.persistence` objects: each one carries the
 source code of its module and is rebuilt by executing that code. We never do that. A restricted unpickler
 replaces the persistence hook with a stub that keeps only the pickled `__dict__` (parameters, buffers,
-submodules, scalar attributes) and refuses every global not on a short allowlist. The stub trees are then
-mapped, with the numeric rescaling the two code bases need, onto the state-dict names of
+submodules, scalar attributes) and refuses every global not on a short allowlist (the generic
+`training.common.checkpoint.RestrictedUnpickler`, with plain torch.nn modules as inert stubs). The stub trees
+are then mapped, with the numeric rescaling the two code bases need, onto the state-dict names of
 `training.stylegan2.networks` (which are rosinality/stylegan2-pytorch's). See docs/convert_nvlabs.md.
 
 CLI: python -m training.stylegan2.convert network-snapshot.pkl out.pt [--size N] [--g-ema-only]
@@ -13,13 +14,8 @@ CLI: python -m training.stylegan2.convert network-snapshot.pkl out.pt [--size N]
 from __future__ import annotations
 
 import argparse
-import codecs
-import copyreg
-import io
 import math
-import pickle
 import sys
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,19 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-try:  # numpy >= 2
-    from numpy._core import multiarray as _np_multiarray
-except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core import multiarray as _np_multiarray
-
+from training.common.checkpoint import CheckpointError, PickledStub, UnsupportedPickleError, load_foreign_pickle
 from training.stylegan2.networks import Discriminator, Generator, channel_table
 
 SQRT2 = math.sqrt(2.0)
 NETWORK_KEYS = ("G", "D", "G_ema")
-
-
-class UnsupportedPickleError(pickle.UnpicklingError):
-    """The pickle references a global outside the allowlist (nothing from it was executed)."""
 
 
 class ConversionError(ValueError):
@@ -59,18 +47,6 @@ class PersistentStub:
     state: dict[str, Any]
 
 
-class TorchModuleStub:
-    """Stand-in for a plain `torch.nn.modules.*` object; its pickled `__dict__` arrives via __setstate__."""
-
-    qualname = "torch.nn.Module"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.state: dict[str, Any] = {}
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = dict(state) if isinstance(state, dict) else {}
-
-
 class EasyDictStub(dict):
     """`dnnlib.EasyDict` is a dict with attribute access; a plain dict subclass holds the same data."""
 
@@ -85,81 +61,17 @@ def _reconstruct_persistent_stub(meta: Any) -> PersistentStub:
     return PersistentStub(class_name=meta["class_name"], version=meta.get("version"), state=dict(state))
 
 
-def _load_storage_from_bytes(data: bytes) -> Any:
-    if not isinstance(data, (bytes, bytearray)):
-        raise UnsupportedPickleError("torch.storage._load_from_bytes expects bytes")
-    buffer = io.BytesIO(bytes(data))
-    return torch.load(buffer, weights_only=True)
+def _is_torch_module(module: str, name: str) -> bool:
+    """Plain `torch.nn.modules.*` classes (e.g. an Identity inside an AugmentPipe) load as inert stubs."""
+    return module.startswith("torch.nn.modules.") and name.isidentifier() and name[:1].isupper()
 
 
-def _rebuild_tensor(storage: Any, *args: Any) -> torch.Tensor:
-    if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
-        raise UnsupportedPickleError(f"tensor rebuilt from a {type(storage).__name__}, not a storage")
-    return torch._utils._rebuild_tensor_v2(storage, *args)
-
-
-def _rebuild_parameter(data: Any, *args: Any) -> torch.Tensor:
-    if not isinstance(data, torch.Tensor):
-        raise UnsupportedPickleError("parameter rebuilt from a non-tensor")
-    return data.detach()
-
-
-def _latin1_encode(text: Any, encoding: str = "latin1") -> bytes:
-    """Protocol-2 pickles spell bytes as _codecs.encode(str, 'latin1'); other codecs are not needed."""
-    if not isinstance(text, str) or encoding.replace("-", "").lower() != "latin1":
-        raise UnsupportedPickleError(f"_codecs.encode with encoding {encoding!r} is not allowed")
-    return codecs.encode(text, "latin1")
-
-
-def _rebuild_from_type(func: Any, new_type: Any, args: Any, state: Any) -> torch.Tensor:
-    if new_type not in (torch.Tensor, torch.nn.Parameter) or func not in (_rebuild_tensor, _rebuild_parameter):
-        raise UnsupportedPickleError(f"tensor subclass {new_type!r} is not supported")
-    return func(*args)
-
-
-_NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")  # numpy 1.x / 2.x spelling of the same
-_ALLOWED: dict[tuple[str, str], Any] = {
+# On top of the common allowlist: the persistence hook (its module source is dropped) and EasyDict as a dict.
+NVLABS_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_stub,
-    ("collections", "OrderedDict"): OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type,
-    ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
-    ("torch", "Tensor"): torch.Tensor,
-    ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
     ("dnnlib.util", "EasyDict"): EasyDictStub,
     ("dnnlib", "EasyDict"): EasyDictStub,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "object"): object,
-    ("copyreg", "_reconstructor"): copyreg._reconstructor,
-    ("_codecs", "encode"): _latin1_encode,
 }
-for _module in _NUMPY_MODULES:
-    _ALLOWED[(_module, "_reconstruct")] = _np_multiarray._reconstruct
-    _ALLOWED[(_module, "scalar")] = _np_multiarray.scalar
-_TORCH_MODULE_STUBS: dict[str, type[TorchModuleStub]] = {}
-_PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only allowlisted globals; NVlabs persistent classes and torch.nn modules become stubs."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        module = _PY2_MODULES.get(module, module)  # protocol <= 2 pickles use Python 2 module names
-        if (module, name) in _ALLOWED:
-            return _ALLOWED[(module, name)]
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
-        if module.startswith("torch.nn.modules.") and name.isidentifier() and name[0].isupper():
-            qualname = f"{module}.{name}"
-            if qualname not in _TORCH_MODULE_STUBS:
-                _TORCH_MODULE_STUBS[qualname] = type(name, (TorchModuleStub,), {"qualname": qualname})
-            return _TORCH_MODULE_STUBS[qualname]
-        raise UnsupportedPickleError(f"pickle references {module}.{name}, which is not allowed (not executed)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -196,8 +108,8 @@ def _is_scalar(value: Any) -> bool:
 def _flatten(node: Any, prefix: str, net: NVlabsNetwork) -> None:
     if isinstance(node, PersistentStub):
         state, class_name = node.state, node.class_name
-    elif isinstance(node, TorchModuleStub):
-        state, class_name = getattr(node, "state", {}), node.qualname
+    elif isinstance(node, PickledStub) and node.qualname.startswith("torch.nn.modules."):
+        state, class_name = (node.state if isinstance(node.state, dict) else {}), node.qualname
     else:
         raise ConversionError(f"{net.name}: {prefix or '<root>'} is a {type(node).__name__}, not a module")
     net.classes[prefix.rstrip(".")] = class_name
@@ -217,8 +129,8 @@ def _flatten(node: Any, prefix: str, net: NVlabsNetwork) -> None:
 
 def load_nvlabs_pickle(path: str | Path) -> dict[str, NVlabsNetwork]:
     """Read G / D / G_ema of an NVlabs snapshot without executing any pickled code."""
-    with open(path, "rb") as handle:
-        data = RestrictedUnpickler(handle).load()
+    # Any global beyond tensors, containers, the persistence hook and torch.nn modules is refused outright.
+    data, _ = load_foreign_pickle(path, extra_globals=NVLABS_GLOBALS, stub_unknown=_is_torch_module)
     if not isinstance(data, dict):
         raise ConversionError(f"{path}: expected a dict of networks, got {type(data).__name__}")
     networks = {}
@@ -295,12 +207,12 @@ def _blur_taps(kernel: torch.Tensor) -> list[float]:
         raise ConversionError("resample filter is not separable; the target needs a 1-D blur kernel")
     ratios = (taps / taps.min()).tolist()
     if all(abs(r - round(r)) < 1e-4 for r in ratios):
-        return [int(round(r)) for r in ratios]
+        return [round(r) for r in ratios]
     return [float(t) for t in taps]
 
 
 def _log2_resolution(net: NVlabsNetwork, size: int) -> int:
-    log2 = int(round(math.log2(size))) if size > 0 else 0
+    log2 = round(math.log2(size)) if size > 0 else 0
     if 2**log2 != size or not 8 <= size <= 1024:
         raise ConversionError(f"{net.name}: resolution {size} is not a power of two in [8, 1024]")
     return log2
@@ -523,8 +435,8 @@ def convert_networks(networks: dict[str, NVlabsNetwork], *, size: int | None = N
     layout = _layout_args(info, networks["G_ema"].init_kwargs, "G_ema")
     args = {"size": info["size"], "latent": info["latent"], "n_mlp": info["n_mlp"], "lr_mlp": info["lr_mlp"],
             "blur_kernel": info["blur_kernel"], **layout}
-    g_kwargs = dict(channel_multiplier=layout["channel_multiplier"], blur_kernel=info["blur_kernel"],
-                    channel_max=layout["channel_max"], channel_base=layout["channel_base"])
+    g_kwargs = {"channel_multiplier": layout["channel_multiplier"], "blur_kernel": info["blur_kernel"],
+                    "channel_max": layout["channel_max"], "channel_base": layout["channel_base"]}
     with torch.device("meta"):
         generator = Generator(info["size"], info["latent"], info["n_mlp"], lr_mlp=info["lr_mlp"], **g_kwargs)
     _check_against_model(g_ema, generator, "G_ema")
@@ -570,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     try:
         checkpoint = convert_nvlabs(options.pickle, size=options.size, allow_partial=options.g_ema_only)
-    except (ConversionError, UnsupportedPickleError, OSError) as error:
+    except (ConversionError, CheckpointError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     options.output.parent.mkdir(parents=True, exist_ok=True)

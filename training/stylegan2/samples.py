@@ -1,17 +1,18 @@
-"""Seeded latents and image grids: the same seeds give the same faces in every run and in `sdgan generate`."""
+"""Seeded latents and image grids: the same seeds give the same faces in every run and in `sdgan generate`.
+
+The PNG and grid writers are generic (`training.common.images`); they are re-exported here for callers that
+take everything sample-related from one module.
+"""
 
 from __future__ import annotations
 
-import io
-import math
 from collections.abc import Sequence
-from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
-from data_catalog.atomic import atomic_write_bytes
+from training.common.images import image_grid, save_grid, save_png, to_uint8
+
+__all__ = ["generate_images", "image_grid", "parse_seeds", "save_grid", "save_png", "seeded_z", "to_uint8"]
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -35,37 +36,6 @@ def seeded_z(seeds: Sequence[int], style_dim: int, device: torch.device | str = 
     """One z per seed, each from its own generator: a seed's face does not depend on the others."""
     rows = [torch.randn(style_dim, generator=torch.Generator().manual_seed(int(seed))) for seed in seeds]
     return torch.stack(rows).to(device)
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """NCHW floats in [-1, 1] -> NHWC uint8."""
-    images = (images.detach().float().clamp(-1, 1) + 1) * 127.5
-    return images.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def image_grid(images: torch.Tensor, columns: int | None = None) -> Image.Image:
-    """Tile a batch into one RGB image, row-major, `columns` wide (default: about square)."""
-    pixels = to_uint8(images)
-    count, height, width, _ = pixels.shape
-    columns = columns or math.ceil(math.sqrt(count))
-    rows = math.ceil(count / columns)
-    canvas = np.zeros((rows * height, columns * width, 3), dtype=np.uint8)
-    for index, tile in enumerate(pixels):
-        row, col = divmod(index, columns)
-        canvas[row * height:(row + 1) * height, col * width:(col + 1) * width] = tile
-    return Image.fromarray(canvas)
-
-
-def save_png(image: Image.Image, path: str | Path) -> Path:
-    """Write a PNG atomically (a killed run never leaves half an image); parent folders are created."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
-    return Path(path)
-
-
-def save_grid(images: torch.Tensor, path: str | Path, columns: int | None = None) -> Path:
-    return save_png(image_grid(images, columns), path)
 
 
 @torch.no_grad()

@@ -2,216 +2,41 @@
 
 `run(config, workspace, inputs)` is the stage function (what the Prefect flow and `sdgan train-stylegan2`
 call). Under `torchrun` every process calls it: rank 0 does the catalog bookkeeping and writes the run
-folder, all ranks train.
+folder, all ranks train. Resume, dataset resolution and the loop itself are generic (`training.common`);
+this module wires StyleGAN2's trainer, data stream and FID hook into them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
-import resource
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from data_catalog.atomic import atomic_write_text
-from data_catalog.config import ConfigError
-from data_catalog.dataset import version_folder
 from data_catalog.loader import list_shards, make_loader, to_float_images
 from data_catalog.manifest import Manifest
-from data_catalog.runs import new_run_id, stage_run
+from data_catalog.runs import stage_run
 from data_catalog.workspace import Workspace
-from training.stylegan2.checkpoint import load_checkpoint, save_checkpoint
+from training.common.device import select_device
+from training.common.distributed import barrier, init_distributed
+from training.common.loop import PeriodicHook, ProgressCallback, Schedule, TrainingLoop
+from training.common.resume import DatasetNotFound, plan_run
+from training.common.run_folder import RunFolder
+from training.stylegan2.checkpoint import ALLOWED_GLOBALS
 from training.stylegan2.config import TrainStyleGAN2Config
 from training.stylegan2.data import fit_resolution, real_batches
-from training.stylegan2.distributed import DistContext, barrier, init_distributed
-from training.stylegan2.run_folder import RunFolder
-from training.stylegan2.samples import generate_images, save_grid, seeded_z
-from training.common.device import select_device
-from training.stylegan2.trainer import StepStats, StyleGAN2Trainer
+from training.stylegan2.trainer import StyleGAN2Trainer
+
+__all__ = ["MODELS_DIR", "RESUMABLE_CHANGES", "STAGE", "DatasetNotFound", "make_fid_hook", "run"]
 
 STAGE = "train-stylegan2"
 MODELS_DIR = Path("models") / "stylegan2"
 # Config sections a resumed run may change; the rest must equal the run's saved config.
-RESUMABLE_CHANGES = {"schedule", "fid", "runtime", "resume"}
-log = logging.getLogger(__name__)
-
-
-class DatasetNotFound(FileNotFoundError):
-    pass
-
-
-def resolve_dataset(workspace: Workspace, version: str | None, inputs: list[Manifest]) -> tuple[str, Path, Manifest | None]:
-    """(version id, version folder, the shard run that wrote it): explicit version, else the upstream one."""
-    shard_runs = [m for m in inputs if m.stage == "shard"] or [m for m in [workspace.current("shard")] if m]
-    if version is None:
-        if not shard_runs or (folder := version_folder(workspace, shard_runs[0])) is None:
-            raise DatasetNotFound(f"no dataset version given and no completed shard run in {workspace.root}; "
-                                  f"build one (sdgan run build-megn) or pass --dataset")
-        return folder.name, folder, shard_runs[0]
-    folder = workspace.dataset_dir(version)
-    if not (folder / "version.json").is_file():
-        known = ", ".join(workspace.dataset_versions()) or "none"
-        raise DatasetNotFound(f"dataset version {version!r} not found in {workspace.root} (versions: {known})")
-    producer = next((m for m in reversed(workspace.manifests("shard")) if version_folder(workspace, m) == folder),
-                    None)
-    return version, folder, producer
-
-
-def _check_resume_config(saved: dict[str, Any], config: TrainStyleGAN2Config) -> None:
-    current = config.to_dict()
-    if current.get("dataset") is None:
-        current["dataset"] = saved.get("dataset")  # no dataset given: the run's own (see dataset.json)
-    changed = sorted(k for k in set(saved) | set(current)
-                     if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
-    if changed:
-        raise ConfigError(f"cannot resume: the config differs from the run's in {changed}; only "
-                          f"{sorted(RESUMABLE_CHANGES - {'resume'})} may change on resume")
-
-
-def _memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-class TrainingLoop:
-    """Drives a trainer to `schedule.total_kimg`: logging, grids, FID, checkpoints (rank 0 writes)."""
-
-    def __init__(self, trainer: StyleGAN2Trainer, folder: RunFolder, shards: list[Path], dataset_version: str,
-                 fid_hook: Callable[[StyleGAN2Trainer], float] | None = None):
-        self.trainer = trainer
-        self.folder = folder
-        self.shards = shards
-        self.dataset_version = dataset_version
-        self.fid_hook = fid_hook
-        self.config = trainer.config
-        self.main = trainer.ctx.is_main
-        self.writer = None
-        self.grid_z = seeded_z(range(self.config.schedule.grid_seeds), self.config.model.style_dim, trainer.device)
-        self.final_checkpoint: Path | None = None
-
-    def _batches(self) -> Iterator[torch.Tensor]:
-        trainer, data = self.trainer, self.config.data
-        state = trainer.state
-        start = state.step if data.exact_resume else 0
-        seed = self.config.runtime.seed if data.exact_resume or state.step == 0 else self.config.runtime.seed + state.step
-        return real_batches(self.shards, trainer.local_batch, start_batch=start, num_workers=data.num_workers,
-                            shuffle_buffer=data.shuffle_buffer, seed=seed, rank=trainer.ctx.rank,
-                            world_size=trainer.ctx.world_size)
-
-    def _due(self, name: str, every_kimg: float) -> bool:
-        state = self.trainer.state
-        return state.images_seen - state.ticks.get(name, 0) >= every_kimg * 1000
-
-    def _tick(self, name: str) -> None:
-        self.trainer.state.ticks[name] = self.trainer.state.images_seen
-
-    def save_grid(self) -> Path | None:
-        if not self.main:
-            return None
-        images = generate_images(self.trainer.g_ema, self.grid_z, noise_mode="const")
-        return save_grid(images, self.folder.grid_path(self.trainer.state.images_seen))
-
-    def save_checkpoint(self) -> Path | None:
-        """Atomic checkpoint on rank 0; the newest `keep_checkpoints` are kept."""
-        path = None
-        if self.main:
-            payload = self.trainer.checkpoint({"dataset_version": self.dataset_version})
-            path = save_checkpoint(self.folder.checkpoint_path(self.trainer.state.images_seen), payload)
-            self.folder.prune_checkpoints(self.config.schedule.keep_checkpoints)
-        barrier(self.trainer.ctx)
-        return path
-
-    def _log(self, window: list[StepStats], started: float, images_at_start: int) -> None:
-        state = self.trainer.state
-        keys = sorted({k for stats in window for k in stats})
-        means = {k: float(sum(s[k] for s in window if k in s) / sum(1 for s in window if k in s)) for k in keys}
-        elapsed = time.perf_counter() - started
-        images = state.images_seen - images_at_start
-        record = {"step": state.step, "images_seen": state.images_seen, "kimg": state.kimg,
-                  "sec_per_kimg": elapsed / max(images / 1000, 1e-9), "memory_mb": _memory_mb(self.trainer.device),
-                  "mean_path_length": state.mean_path_length, **means}
-        if self.trainer.augment is not None:
-            record["ada_rt"] = self.trainer.augment.rt
-        self.folder.append_stats(record)
-        if self.writer is not None:
-            for key, value in record.items():
-                if key not in ("step", "images_seen"):
-                    self.writer.add_scalar(f"train/{key}", value, state.step)
-            self.writer.flush()
-        log.info("kimg %.2f step %d loss_d %.3f loss_g %.3f", state.kimg, state.step, means.get("loss_d", float("nan")),
-                 means.get("loss_g", float("nan")))
-
-    def run(self) -> dict[str, Any]:
-        trainer, schedule = self.trainer, self.config.schedule
-        state = trainer.state
-        total_images = int(schedule.total_kimg * 1000)
-        if self.main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # purge_step hides events a killed run logged after the checkpoint this run resumed from
-            self.writer = SummaryWriter(str(self.folder.events), purge_step=state.step or None)
-            if state.step == 0:
-                self._tick("grid")
-                self.save_grid()
-        batches = self._batches()
-        window: list[StepStats] = []
-        started, images_at_start = time.perf_counter(), state.images_seen
-        fid = None
-        try:
-            while state.images_seen < total_images:
-                window.append(trainer.step(next(batches)))
-                if self.main and (state.step % schedule.log_steps == 0 or state.images_seen >= total_images):
-                    self._log(window, started, images_at_start)
-                    window, started, images_at_start = [], time.perf_counter(), state.images_seen
-                if self._due("grid", schedule.sample_kimg):
-                    self._tick("grid")
-                    self.save_grid()
-                if self.fid_hook is not None and self._due("fid", self.config.fid.every_kimg):
-                    self._tick("fid")
-                    fid = self.fid_hook(trainer)
-                    if self.main:
-                        self.folder.append_stats({"step": state.step, "images_seen": state.images_seen,
-                                                  "kimg": state.kimg, "fid": fid})
-                if self._due("checkpoint", schedule.checkpoint_kimg) and state.images_seen < total_images:
-                    self._tick("checkpoint")
-                    self.save_checkpoint()
-            self._tick("checkpoint")
-            self.final_checkpoint = self.save_checkpoint()
-            if self.main and state.ticks.get("grid") != state.images_seen:
-                self._tick("grid")
-                self.save_grid()
-        finally:
-            if self.writer is not None:
-                self.writer.close()
-        return {"steps": state.step, "images_seen": state.images_seen, "fid": fid}
-
-
-def _resume_folder(workspace: Workspace, resume: str) -> tuple[RunFolder, Path | None]:
-    """A run id, a run folder or a checkpoint file -> (folder to continue in, checkpoint to load)."""
-    path = Path(resume)
-    if path.suffix == ".pt":
-        if not path.is_file():
-            raise FileNotFoundError(f"resume checkpoint not found: {path}")
-        inside = path.parent.name == "checkpoints" and (path.parent.parent / "config.json").is_file()
-        return (RunFolder(path.parent.parent) if inside else None), path  # type: ignore[return-value]
-    folder = RunFolder(path if path.is_dir() else workspace.root / MODELS_DIR / resume)
-    if not folder.root.is_dir():
-        raise FileNotFoundError(f"no run {resume!r}: {folder.root} does not exist")
-    return folder, folder.latest_checkpoint()
-
-
-def _shared_run_id(ctx: DistContext) -> str:
-    run_id = [new_run_id(STAGE)]
-    if ctx.enabled:
-        dist.broadcast_object_list(run_id, src=0)
-    return run_id[0]
+RESUMABLE_CHANGES = ("schedule", "fid", "runtime")
+# Stats shown on each progress tick, with their labels (stylegan2-ada calls ADA's p "augment").
+TICK_FIELDS = {"loss_d": "loss_d", "loss_g": "loss_g", "ada_p": "augment"}
 
 
 def make_fid_hook(config: TrainStyleGAN2Config, folder: RunFolder, shards: list[Path],
@@ -258,8 +83,31 @@ def make_fid_hook(config: TrainStyleGAN2Config, folder: RunFolder, shards: list[
     return hook
 
 
-def run(config: TrainStyleGAN2Config, workspace: Workspace, inputs: list[Manifest] | tuple = ()) -> Manifest | None:
-    """Train (or resume) and return the stage manifest (None on ranks other than 0)."""
+def _schedule(config: TrainStyleGAN2Config) -> Schedule:
+    cfg = config.schedule
+    return Schedule(total_kimg=cfg.total_kimg, tick_kimg=cfg.tick_kimg, log_steps=cfg.log_steps,
+                    checkpoint_kimg=cfg.checkpoint_kimg, keep_checkpoints=cfg.keep_checkpoints,
+                    sample_kimg=cfg.sample_kimg)
+
+
+def _batches(trainer: StyleGAN2Trainer, shards: list[Path]) -> Iterator[torch.Tensor]:
+    """This rank's real batches, continuing exactly after the ones a resumed run already consumed."""
+    config, state = trainer.config, trainer.state
+    data = config.data
+    start = state.step if data.exact_resume else 0
+    seed = config.runtime.seed if data.exact_resume or state.step == 0 else config.runtime.seed + state.step
+    return real_batches(shards, trainer.local_batch, start_batch=start, num_workers=data.num_workers,
+                        shuffle_buffer=data.shuffle_buffer, seed=seed, rank=trainer.ctx.rank,
+                        world_size=trainer.ctx.world_size)
+
+
+def run(config: TrainStyleGAN2Config, workspace: Workspace, inputs: list[Manifest] | tuple = (), *,
+        progress: ProgressCallback | None = None) -> Manifest | None:
+    """Train (or resume) and return the stage manifest (None on ranks other than 0).
+
+    `progress(fraction, line)` is called on rank 0 at every tick (`schedule.tick_kimg`) and once at the end
+    with 1.0; the same lines go to the logger `sdgan.train-stylegan2`.
+    """
     device = select_device(config.runtime.device)
     ctx = init_distributed(device.type)
     if device.type == "cuda" and ctx.enabled:
@@ -267,54 +115,35 @@ def run(config: TrainStyleGAN2Config, workspace: Workspace, inputs: list[Manifes
         torch.cuda.set_device(device)
     if config.runtime.threads:
         torch.set_num_threads(config.runtime.threads)
-    resume_from: Path | None = None
-    folder: RunFolder | None = None
-    dataset = config.dataset
-    if config.resume:
-        folder, resume_from = _resume_folder(workspace, config.resume)
-        if folder is not None and (folder.root / "config.json").is_file():
-            saved = json.loads((folder.root / "config.json").read_text(encoding="utf-8"))["config"]
-            _check_resume_config(saved, config)
-        if folder is not None and (folder.root / "dataset.json").is_file():
-            # A resumed run keeps its dataset even if a newer shard run became current meanwhile.
-            dataset = json.loads((folder.root / "dataset.json").read_text(encoding="utf-8"))["dataset_version"]
-    version, version_folder, producer = resolve_dataset(workspace, dataset, list(inputs))
-    shards = list_shards(version_folder, config.data.split)
-    run_id = _shared_run_id(ctx)
-    if folder is None:
-        folder = RunFolder(workspace.root / MODELS_DIR / run_id)
-    if ctx.is_main:
-        folder.create()
-    barrier(ctx)
+    plan = plan_run(workspace, STAGE, MODELS_DIR, config, list(inputs), ctx, allowed_changes=RESUMABLE_CHANGES)
+    shards = list_shards(plan.dataset_folder, config.data.split)
+    folder = plan.folder
 
-    bookkeeping = (stage_run(workspace, STAGE, config, [producer] if producer else [],
-                             packages=("data_catalog", "alignment", "training"), run_id=run_id)
+    bookkeeping = (stage_run(workspace, STAGE, config, [plan.producer] if plan.producer else [], run_id=plan.run_id)
                    if ctx.is_main else contextlib.nullcontext())
     with bookkeeping as run_ctx:
         trainer = StyleGAN2Trainer(config, device, ctx)
-        if resume_from is not None:
-            trainer.load_checkpoint(load_checkpoint(resume_from, map_location=device))
-            if ctx.is_main:
-                dropped = folder.truncate_stats(trainer.state.images_seen)
-                log.info("resumed from %s at kimg %.3f (dropped %d stats lines logged after it)", resume_from,
-                         trainer.state.kimg, dropped)
-        if ctx.is_main and not (folder.root / "config.json").is_file():
+        fid_hook = make_fid_hook(config, folder, shards, plan.dataset_version)
+        hooks = [PeriodicHook("fid", config.fid.every_kimg, lambda t: {"fid": fid_hook(t)})] if fid_hook else []
+        loop = TrainingLoop(trainer, folder, _schedule(config), lambda: _batches(trainer, shards), name=STAGE,
+                            hooks=hooks, checkpoint_extra={"dataset_version": plan.dataset_version},
+                            tick_fields=TICK_FIELDS, progress=progress, allowed_globals=ALLOWED_GLOBALS)
+        if plan.resume_from is not None:
+            loop.resume(plan.resume_from)
+        if ctx.is_main and plan.is_new_folder:
             config.save(folder.root)
-            atomic_write_text(folder.root / "dataset.json", json.dumps(
-                {"dataset_version": version, "split": config.data.split,
-                 "shards": [p.name for p in shards], "shard_run": producer.run_id if producer else None},
-                indent=2) + "\n")
-        loop = TrainingLoop(trainer, folder, shards, version, make_fid_hook(config, folder, shards, version))
+            plan.write_dataset_record(config.data.split, shards)
         result = loop.run()
         if run_ctx is not None:
-            for name in ("config.json", "dataset.json", "stats.jsonl"):
+            for name in ("config.json", "dataset.json"):
                 run_ctx.add_file(name, folder.root / name)
+            run_ctx.add_file("stats.jsonl", folder.root / "stats.jsonl", volatile=True)  # timings differ per run
             run_ctx.add_file("checkpoint", loop.final_checkpoint)
             grids = sorted(folder.grids.glob("fakes-*.png"))
             if grids:
                 run_ctx.add_file("grid", grids[-1])
             run_ctx.manifest.counts.update({"steps": result["steps"], "images_seen": result["images_seen"],
-                                            "kimg": int(result["images_seen"] // 1000)})
+                                            "kimg": result["kimg"]})
     # Every rank leaves together: a rank that tears its process group down while rank 0 still books the run
     # can abort gloo's connection threads ("terminate called without an active exception").
     barrier(ctx)

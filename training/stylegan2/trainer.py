@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 from data_catalog.loader import to_float_images
+from training.common.checkpoint import CheckpointError, load_state_strict
+from training.common.distributed import DistContext, average_gradients, average_tensor, broadcast_module
 from training.stylegan2.augment import AdaptiveAugment
-from training.stylegan2.checkpoint import CheckpointError, load_state_strict
 from training.stylegan2.config import TrainStyleGAN2Config
 from training.stylegan2.data import fit_resolution
-from training.stylegan2.distributed import DistContext, average_gradients, average_tensor, broadcast_module
 from training.stylegan2.losses import (
     d_logistic_loss,
     ema_beta,
@@ -38,6 +38,7 @@ from training.stylegan2.losses import (
     update_ema,
 )
 from training.stylegan2.networks import Discriminator, Generator
+from training.stylegan2.samples import generate_images, seeded_z
 
 # A step's statistics: detached tensors on the device (reading one, `float(...)`, waits for the GPU, so
 # the training loop does it when it logs, not in every step), and ADA's p as a float.
@@ -64,7 +65,10 @@ class TrainState:
 
 
 class StyleGAN2Trainer:
-    """G, D, G_ema, their optimisers, ADA and the counters; `step(real)` does one iteration."""
+    """G, D, G_ema, their optimisers, ADA and the counters; `step(real)` does one iteration.
+
+    Implements `training.common.loop.Trainable`, so the generic TrainingLoop drives it.
+    """
 
     def __init__(self, config: TrainStyleGAN2Config, device: torch.device | str = "cpu",
                  ctx: DistContext | None = None):
@@ -92,6 +96,7 @@ class StyleGAN2Trainer:
         self.amp = config.runtime.amp and self.device.type == "cuda"
         self.g_fast: nn.Module = torch.compile(self.g) if config.runtime.compile else self.g
         self.d_fast: nn.Module = torch.compile(self.d) if config.runtime.compile else self.d
+        self._grid_z: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ one iteration
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -204,6 +209,20 @@ class StyleGAN2Trainer:
                 self.augment.adjust(self.local_batch * self.config.augment.interval, self.ctx.world_size)
             stats["ada_p"] = float(self.augment.p)
         return stats
+
+    # ------------------------------------------------------------------ what the training loop reports
+    def window_stats(self) -> dict[str, float]:
+        """Current values logged with each stats window: the path-length mean and ADA's r_t."""
+        stats = {"mean_path_length": self.state.mean_path_length}
+        if self.augment is not None:
+            stats["ada_rt"] = self.augment.rt
+        return stats
+
+    def sample_grid(self) -> torch.Tensor:
+        """G_ema's images for the fixed seeds 0..grid_seeds-1 (constant noise: grids compare across a run)."""
+        if self._grid_z is None:
+            self._grid_z = seeded_z(range(self.config.schedule.grid_seeds), self.config.model.style_dim, self.device)
+        return generate_images(self.g_ema, self._grid_z, noise_mode="const")
 
     # ------------------------------------------------------------------ checkpoints
     def rosinality_args(self) -> argparse.Namespace:

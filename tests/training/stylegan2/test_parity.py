@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.training.parity_weights import (
+from tests.training.stylegan2.parity_weights import (
     discriminator_cases,
     float64_cases,
     generator_cases,
@@ -25,7 +25,7 @@ from tests.training.parity_weights import (
 )
 from training.stylegan2.networks import Discriminator, Generator
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "stylegan2" / "parity.pt"
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "stylegan2" / "parity.pt"
 # Forward outputs in float32: 1e-4 (the two implementations differ by about 5e-6 in fact).
 FORWARD = (1e-4, 1e-4)
 # Gradients in float32 carry ~1e-3 relative rounding noise (rosinality float32 against rosinality float64:

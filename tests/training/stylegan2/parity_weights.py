@@ -9,7 +9,7 @@ shows up as an output difference instead of being papered over).
 
 `generator_cases` / `discriminator_cases` run the recorded cases on any implementation with rosinality's
 calling convention; `benchmarks/make_stylegan2_parity.py` runs them on rosinality's model to write
-tests/fixtures/stylegan2/parity.pt and tests/training/test_parity.py runs them on ours.
+tests/fixtures/stylegan2/parity.pt and tests/training/stylegan2/test_parity.py runs them on ours.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _scale_offset(name: str, mapping_lr_mul: float) -> tuple[float, float]:
         return (1.0 / mapping_lr_mul, 0.0) if leaf == "weight" else (0.1 / mapping_lr_mul, 0.0)
     if name.endswith("modulation.bias"):
         return 0.1, 1.0
-    if name.endswith("noise.weight") or name.endswith("noise_strength"):
+    if name.endswith(("noise.weight", "noise_strength")):
         return 0.02, 0.1
     if name.startswith("noises.") or name.endswith("input.input"):
         return 1.0, 0.0

@@ -34,8 +34,9 @@ def test_config_f_256_has_the_public_parameter_count_and_14_latents() -> None:
     assert sum(p.numel() for p in Discriminator(256).parameters()) == 28_864_129  # and its D
 
 
-@pytest.mark.parametrize("kwargs", [dict(size=256), dict(size=64, channel_multiplier=1), dict(size=32, channel_max=32),
-                                    dict(size=128, channel_max=64, channel_base=4096, channel_multiplier=1)])
+@pytest.mark.parametrize("kwargs", [{"size": 256}, {"size": 64, "channel_multiplier": 1},
+                                    {"size": 32, "channel_max": 32},
+                                    {"size": 128, "channel_max": 64, "channel_base": 4096, "channel_multiplier": 1}])
 def test_constructor_arguments_are_recovered_from_shapes(kwargs: dict) -> None:
     g_state = Generator(style_dim=32, n_mlp=3, **kwargs).state_dict()
     g_kwargs = infer_generator_kwargs(g_state)

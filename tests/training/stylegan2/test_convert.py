@@ -369,14 +369,14 @@ def built(tmp_path_factory) -> Built:
         fk = Fakes(marker)
         torch.manual_seed(0)
         g, g_ema, d = build_generator(fk), build_generator(fk), build_discriminator(fk)
-        snapshot = dict(G=g, D=d, G_ema=g_ema, augment_pipe=build_augment_pipe(fk),
-                        training_set_kwargs=fk.easydict(path="x.zip", resolution=np.int64(SIZE), xflip=False))
+        snapshot = {"G": g, "D": d, "G_ema": g_ema, "augment_pipe": build_augment_pipe(fk),
+                        "training_set_kwargs": fk.easydict(path="x.zip", resolution=np.int64(SIZE), xflip=False)}
         path = root / "network-snapshot-000000.pkl"
         with open(path, "wb") as handle:
             pickle.dump(snapshot, handle, protocol=4)
         with open(root / "protocol2.pkl", "wb") as handle:  # Python-2 module names, bytes via _codecs.encode
-            pickle.dump(dict(G_ema=g_ema), handle, protocol=2)
-        conditional = dict(G=build_generator(fk, c_dim=4), D=d, G_ema=build_generator(fk, c_dim=4))
+            pickle.dump({"G_ema": g_ema}, handle, protocol=2)
+        conditional = {"G": build_generator(fk, c_dim=4), "D": d, "G_ema": build_generator(fk, c_dim=4)}
         conditional_path = root / "conditional.pkl"
         with open(conditional_path, "wb") as handle:
             pickle.dump(conditional, handle, protocol=3)

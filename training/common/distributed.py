@@ -1,9 +1,10 @@
 """Data-parallel training under torchrun: process group set-up, weight broadcast, gradient averaging.
 
 Gradients are averaged by hand after each backward (as stylegan2-ada does) instead of wrapping the networks
-in DistributedDataParallel: the GAN alternates which network learns, the regularisers take gradients of
-gradients, and the discriminator is used by the generator's loss without learning from it, three things
-DDP's bucketed hooks handle badly. The result is the same synchronous data parallelism.
+in DistributedDataParallel. In StyleGAN2, the first user, the GAN alternates which network learns, the
+regularisers take gradients of gradients, and the discriminator is used by the generator's loss without
+learning from it: three things DDP's bucketed hooks handle badly. The result is the same synchronous data
+parallelism, and any trainer can use it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from torch import nn
 
 @dataclass(frozen=True)
 class DistContext:
+    """Who this process is under torchrun; the default is the single process of a plain run."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -81,5 +84,6 @@ def average_tensor(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
 
 
 def barrier(ctx: DistContext) -> None:
+    """Wait for every rank (a no-op in a single process), e.g. so nobody reads a checkpoint being written."""
     if ctx.enabled:
         dist.barrier()

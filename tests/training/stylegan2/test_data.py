@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.training.stylegan2_helpers import VERSION, toy_workspace
+from tests.training.stylegan2.stylegan2_helpers import VERSION, toy_workspace
 from training.stylegan2.data import fit_resolution, real_batches
 
 
@@ -22,7 +22,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 @pytest.mark.parametrize("start", [1, 3, 8])
 def test_a_resumed_stream_yields_the_batches_an_uninterrupted_one_yields_next(shards: list[Path], num_workers: int,
                                                                              start: int) -> None:
-    options = dict(num_workers=num_workers, shuffle_buffer=8, seed=3)
+    options = {"num_workers": num_workers, "shuffle_buffer": 8, "seed": 3}
     uninterrupted = list(itertools.islice(real_batches(shards, 4, **options), start + 4))
     resumed = list(itertools.islice(real_batches(shards, 4, start_batch=start, **options), 4))
     for expected, actual in zip(uninterrupted[start:], resumed):

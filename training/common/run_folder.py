@@ -1,8 +1,9 @@
-"""The run folder `models/stylegan2/<run-id>/`: config, stats, TensorBoard events, grids, checkpoints.
+"""A trainer's run folder (`models/<model>/<run-id>/`): config, stats, TensorBoard events, grids, checkpoints.
 
 Everything written here survives a kill: checkpoints and grids are written atomically, stats lines are
 flushed one by one, and on resume the stats logged after the restored checkpoint are dropped so that no
-kimg appears twice.
+kimg appears twice. Every stats line carries the UTC time it was written, so a run's speed over days (and
+the gap of a kill and resume) can be read from the file alone.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +21,28 @@ CHECKPOINT_PATTERN = re.compile(r"^ckpt-(\d{9})\.pt$")
 STATS_FILE = "stats.jsonl"
 
 
+def utc_timestamp() -> str:
+    """Now as UTC ISO-8601 with milliseconds (what `stats.jsonl` lines carry as "time")."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
 class RunFolder:
+    """Paths and files of one training run; checkpoints and grids are named by the images seen so far."""
+
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.checkpoints = self.root / "checkpoints"
         self.grids = self.root / "grids"
         self.events = self.root / "events"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunFolder) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.root)!r})"
 
     def create(self) -> RunFolder:
         for folder in (self.root, self.checkpoints, self.grids, self.events):
@@ -60,8 +78,10 @@ class RunFolder:
         return removed
 
     def append_stats(self, record: dict[str, Any]) -> None:
+        """Append one line with a "time" field, flushed to disk so a kill loses at most this line."""
+        line = json.dumps({**record, "time": utc_timestamp()}, sort_keys=True)
         with open(self.stats_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.write(line + "\n")
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -83,3 +103,14 @@ class RunFolder:
         if self.stats_path.is_file():
             atomic_write_text(self.stats_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
         return len(records) - len(kept)
+
+    def write_json(self, name: str, data: Any) -> Path:
+        """An indented JSON file in the run folder, written atomically (dataset.json and the like)."""
+        path = self.root / name
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+        return path
+
+    def read_json(self, name: str) -> Any | None:
+        """A JSON file of the run folder, or None when the run has none."""
+        path = self.root / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

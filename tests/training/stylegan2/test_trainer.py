@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
 import os
 import shutil
 import signal
@@ -19,14 +20,14 @@ import torch
 from data_catalog.config import ConfigError
 from data_catalog.loader import decode_image, read_samples
 from data_catalog.workspace import Workspace
-from tests.training.stylegan2_helpers import VERSION, tiny_config, toy_workspace
+from tests.training.stylegan2.stylegan2_helpers import VERSION, tiny_config, toy_workspace
+from training.common.distributed import DistContext
 from training.stylegan2.checkpoint import generator_from_checkpoint, load_checkpoint
 from training.stylegan2.data import fit_resolution, real_batches
-from training.stylegan2.distributed import DistContext
 from training.stylegan2.stage import DatasetNotFound, run
 from training.stylegan2.trainer import StyleGAN2Trainer
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(autouse=True)
@@ -46,11 +47,14 @@ def _run_folder(workspace: Workspace) -> Path:
 
 
 def _comparable(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k not in ("sec_per_kimg", "memory_mb")}
+    return {k: v for k, v in record.items() if k not in ("sec_per_kimg", "memory_mb", "time")}
 
 
-def test_training_run_writes_every_run_file(workspace: Workspace) -> None:
-    manifest = run(tiny_config(), workspace)
+def test_training_run_writes_every_run_file(workspace: Workspace, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="sdgan.train-stylegan2")
+    progress: list[tuple[float, str]] = []
+    manifest = run(tiny_config(**{"schedule.tick_kimg": 0.04}), workspace,
+                   progress=lambda fraction, line: progress.append((fraction, line)))
     folder = _run_folder(workspace)
     assert folder.name == manifest.run_id
     assert json.loads((folder / "config.json").read_text())["config"]["model"]["size"] == 16
@@ -73,6 +77,17 @@ def test_training_run_writes_every_run_file(workspace: Workspace) -> None:
     assert generator([torch.randn(2, 16)])[0].shape == (2, 3, 16, 16)
 
     assert manifest.status == "completed" and manifest.counts["images_seen"] == 80
+    assert manifest.counts["kimg"] == 0.08  # with its fraction, not rounded down to 0
+    assert all("time" in r for r in stats)
+
+    # Live progress: a tick line every 0.04 kimg through the stage's logger and the callback, then "done".
+    lines = [r.getMessage() for r in caplog.records if r.name == "sdgan.train-stylegan2"]
+    ticks = [line for line in lines if line.startswith("tick ")]
+    assert [t.split("  ")[:3] for t in ticks] == [["tick 1", "kimg 0.040/0.080", "step 5"],
+                                                  ["tick 2", "kimg 0.080/0.080", "step 10"]]
+    assert all(" loss_d " in t and " loss_g " in t and " augment " in t and " eta " in t for t in ticks)
+    assert [f for f, _ in progress] == [0.5, 1.0, 1.0] and [line for _, line in progress[:2]] == ticks
+    assert progress[-1][1].startswith("done: 0.080 kimg in ")
     assert {"config.json", "dataset.json", "stats.jsonl", "checkpoint", "grid"} <= set(manifest.files)
     runs = workspace.table("runs")
     assert (runs["stage"] == "train-stylegan2").sum() == 1
@@ -152,7 +167,7 @@ def test_killed_process_resumes_from_its_last_checkpoint(workspace: Workspace, t
     script.write_text(
         "import sys\n"
         "from data_catalog.workspace import Workspace\n"
-        "from tests.training.stylegan2_helpers import tiny_config\n"
+        "from tests.training.stylegan2.stylegan2_helpers import tiny_config\n"
         "from training.stylegan2.stage import run\n"
         "overrides = dict(a.split('=', 1) for a in sys.argv[2:])\n"
         "run(tiny_config(**overrides), Workspace(sys.argv[1]))\n", encoding="utf-8")
@@ -176,7 +191,7 @@ def test_killed_process_resumes_from_its_last_checkpoint(workspace: Workspace, t
         if process.poll() is None:
             process.kill()
     folder = _run_folder(workspace)
-    last = sorted((folder / "checkpoints").glob("ckpt-*.pt"))[-1]
+    last = max((folder / "checkpoints").glob("ckpt-*.pt"))
     seen = load_checkpoint(last)["sdgan"]["images_seen"]
     assert seen >= 40
 
@@ -237,7 +252,7 @@ def test_two_gloo_processes_give_the_gradients_of_one_process(tmp_path: Path) ->
 
 
 def test_fid_hook_logs_fid_with_cached_real_statistics(workspace: Workspace, tmp_path: Path) -> None:
-    from tests.training.test_fid import TinyDetector, save_scripted
+    from tests.training.stylegan2.test_fid import TinyDetector, save_scripted
 
     detector = save_scripted(TinyDetector(), tmp_path / "detector.pt")
     fid_settings = {"fid.inception": str(detector), "fid.every_kimg": 0.04, "fid.n_images": 32, "fid.batch": 16}

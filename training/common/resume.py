@@ -1,0 +1,156 @@
+"""Starting or resuming a training run: which dataset, which run folder, which checkpoint, which run id.
+
+Every trainer that reads MEGN shards and writes a run folder under `models/<model>/` does the same steps:
+`--resume` may be a run id, a run folder or a checkpoint file; a resumed run keeps its folder, its dataset
+(even if a newer shard run became current meanwhile) and its config, except for the sections the trainer
+lets change (schedule, logging, runtime); all ranks of a torchrun job must agree on one run id.
+`plan_run` does all of it; the pieces are public for trainers that need a variation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch.distributed as dist
+
+from data_catalog.config import ConfigError
+from data_catalog.dataset import version_folder
+from data_catalog.manifest import Manifest
+from data_catalog.runs import new_run_id
+from data_catalog.workspace import Workspace
+from training.common.distributed import DistContext, barrier
+from training.common.run_folder import RunFolder
+
+CONFIG_FILE = "config.json"
+DATASET_FILE = "dataset.json"
+
+
+class DatasetNotFound(FileNotFoundError):
+    """No dataset version was given and none can be found upstream, or the given one does not exist."""
+
+
+def resolve_dataset(workspace: Workspace, version: str | None,
+                    inputs: Sequence[Manifest] = ()) -> tuple[str, Path, Manifest | None]:
+    """(version id, version folder, the shard run that wrote it): explicit version, else the upstream one."""
+    shard_runs = [m for m in inputs if m.stage == "shard"] or [m for m in [workspace.current("shard")] if m]
+    if version is None:
+        if not shard_runs or (folder := version_folder(workspace, shard_runs[0])) is None:
+            raise DatasetNotFound(f"no dataset version given and no completed shard run in {workspace.root}; "
+                                  f"build one (sdgan run build-megn) or pass --dataset")
+        return folder.name, folder, shard_runs[0]
+    folder = workspace.dataset_dir(version)
+    if not (folder / "version.json").is_file():
+        known = ", ".join(workspace.dataset_versions()) or "none"
+        raise DatasetNotFound(f"dataset version {version!r} not found in {workspace.root} (versions: {known})")
+    producer = next((m for m in reversed(workspace.manifests("shard")) if version_folder(workspace, m) == folder),
+                    None)
+    return version, folder, producer
+
+
+def resume_folder(workspace: Workspace, resume: str | Path,
+                  models_dir: str | Path) -> tuple[RunFolder | None, Path | None]:
+    """A run id, a run folder or a checkpoint file -> (folder to continue in, checkpoint to load).
+
+    `models_dir` is relative to the workspace (e.g. `models/stylegan2`). A checkpoint outside a run folder
+    gives no folder (the caller starts a new one); a run without checkpoints gives no checkpoint.
+    """
+    path = Path(resume)
+    if path.suffix == ".pt":
+        if not path.is_file():
+            raise FileNotFoundError(f"resume checkpoint not found: {path}")
+        inside = path.parent.name == "checkpoints" and (path.parent.parent / CONFIG_FILE).is_file()
+        return (RunFolder(path.parent.parent) if inside else None), path
+    folder = RunFolder(path if path.is_dir() else workspace.root / models_dir / str(resume))
+    if not folder.root.is_dir():
+        raise FileNotFoundError(f"no run {str(resume)!r}: {folder.root} does not exist (give a run id from "
+                                f"{workspace.root / models_dir}, a run folder or a .pt checkpoint)")
+    return folder, folder.latest_checkpoint()
+
+
+def check_resume_config(saved: dict[str, Any], current: dict[str, Any], allowed: Iterable[str],
+                        inherited: Iterable[str] = ("dataset",)) -> None:
+    """ConfigError unless `current` equals the run's `saved` config outside the `allowed` sections.
+
+    `inherited` keys that are None in `current` mean "the run's own" (no dataset given on resume) and are
+    not a change. `resume` itself may always differ.
+    """
+    allowed = set(allowed) | {"resume"}
+    current = dict(current)
+    for key in inherited:
+        if current.get(key) is None:
+            current[key] = saved.get(key)
+    changed = sorted(k for k in set(saved) | set(current) if k not in allowed and saved.get(k) != current.get(k))
+    if changed:
+        raise ConfigError(f"cannot resume: the config differs from the run's in {changed}; only "
+                          f"{sorted(allowed - {'resume'})} may change on resume")
+
+
+def shared_run_id(stage: str, ctx: DistContext) -> str:
+    """A new run id for `stage`, rank 0's on every rank (each rank would otherwise draw its own)."""
+    run_id = [new_run_id(stage)]
+    if ctx.enabled:
+        dist.broadcast_object_list(run_id, src=0)
+    return run_id[0]
+
+
+class ResumableConfig(Protocol):
+    """What `plan_run` reads from a stage config: the dataset, the resume target, the whole as a dict."""
+
+    dataset: str | None
+    resume: str | None
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class RunPlan:
+    """Where a run writes, what it resumes from, and the dataset it trains on."""
+
+    run_id: str
+    folder: RunFolder
+    resume_from: Path | None
+    dataset_version: str
+    dataset_folder: Path
+    producer: Manifest | None  # the shard run that wrote the dataset version (None if unknown)
+
+    @property
+    def is_new_folder(self) -> bool:
+        """True until the run folder has its config.json (a fresh run, or a checkpoint from elsewhere)."""
+        return not (self.folder.root / CONFIG_FILE).is_file()
+
+    def write_dataset_record(self, split: str, shards: Sequence[Path]) -> Path:
+        """dataset.json: the version, split and shards trained on, and the shard run that wrote them."""
+        return self.folder.write_json(DATASET_FILE, {
+            "dataset_version": self.dataset_version, "split": split, "shards": [p.name for p in shards],
+            "shard_run": self.producer.run_id if self.producer else None})
+
+
+def plan_run(workspace: Workspace, stage: str, models_dir: str | Path, config: ResumableConfig,
+             inputs: Sequence[Manifest] = (), ctx: DistContext | None = None,
+             allowed_changes: Iterable[str] = ()) -> RunPlan:
+    """Resolve resume, config check, dataset and run id; rank 0 creates the run folder, then all ranks meet.
+
+    Raises FileNotFoundError for a resume target that does not exist, ConfigError for a config changed
+    outside `allowed_changes`, DatasetNotFound for a missing dataset.
+    """
+    ctx = ctx or DistContext()
+    folder: RunFolder | None = None
+    resume_from: Path | None = None
+    dataset = config.dataset
+    if config.resume:
+        folder, resume_from = resume_folder(workspace, config.resume, models_dir)
+        if folder is not None and (saved := folder.read_json(CONFIG_FILE)) is not None:
+            check_resume_config(saved["config"], config.to_dict(), allowed_changes)
+        if folder is not None and (record := folder.read_json(DATASET_FILE)) is not None:
+            dataset = record["dataset_version"]  # the run keeps its dataset, whatever became current since
+    version, dataset_folder, producer = resolve_dataset(workspace, dataset, list(inputs))
+    run_id = shared_run_id(stage, ctx)
+    if folder is None:
+        folder = RunFolder(workspace.root / models_dir / run_id)
+    if ctx.is_main:
+        folder.create()
+    barrier(ctx)
+    return RunPlan(run_id, folder, resume_from, version, dataset_folder, producer)
