@@ -30,6 +30,7 @@ from alignment.filters import judge, measure
 from alignment.landmarks import fuse
 from data_catalog.effective import effective_faces
 from data_catalog.manifest import Manifest, TableOutput, table_digest
+from data_catalog.progress import Progress
 from data_catalog.runs import MapBatches, map_in_process, stage_run
 from data_catalog.workspace import Workspace
 
@@ -37,6 +38,8 @@ STAGE = "align"
 NO_FACE = -1  # face_index of the row that records an image without a usable face
 STATE_COLUMNS = ["face_id", "decision", "reason", "aligned_sha256", "identity_cluster", "duplicate_of"]
 log = logging.getLogger(__name__)
+ticks = logging.getLogger("sdgan.align")  # progress lines for logs (Prefect's run log); tqdm is for terminals
+TICK_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,11 @@ class Batch:
     run_id: str
     index: int
     images: list[str] = field(default_factory=list)  # sha256 of raw blobs
+    batches: int = 1  # how many batches the run has (names the progress bar and tick lines)
+
+    @property
+    def label(self) -> str:
+        return STAGE if self.batches == 1 else f"{STAGE} {self.index + 1}/{self.batches}"
 
 
 def _image_row(sha: str, config: AlignConfig, detector_version: str, reason: str) -> dict[str, Any]:
@@ -125,12 +133,20 @@ def align_batch(batch: Batch) -> dict[str, Any]:
     config = AlignConfig.model_validate_json(batch.config_json)
     aligner = Aligner(config)
     rows: list[dict[str, Any]] = []
-    for sha in batch.images:
-        try:
-            rows.extend(aligner.faces(ws, sha))
-        except Exception as exc:  # a bug or an odd image must cost one row, not the batch
-            log.exception("aligning %s", sha)
-            rows.append(_image_row(sha, config, aligner.detector.version, f"error:{type(exc).__name__}"))
+    progress = Progress(batch.label, "image", ticks, total=len(batch.images), interval=TICK_SECONDS)
+    decisions: Counter[str] = Counter()
+    try:
+        for sha in batch.images:
+            try:
+                found = aligner.faces(ws, sha)
+            except Exception as exc:  # a bug or an odd image must cost one row, not the batch
+                log.exception("aligning %s", sha)
+                found = [_image_row(sha, config, aligner.detector.version, f"error:{type(exc).__name__}")]
+            rows.extend(found)
+            decisions.update(r["decision"] for r in found)
+            progress.update(1, kept=decisions["kept"], rejected=decisions["rejected"])
+    finally:
+        progress.close()
     if rows:
         ws.append("faces", pd.DataFrame(rows), batch.run_id)
     counts = Counter(f"{r['decision']}" for r in rows if r["face_index"] != NO_FACE)
@@ -170,14 +186,15 @@ def deduplicate(faces: pd.DataFrame, config: AlignConfig) -> pd.DataFrame:
 
 def run(config: AlignConfig, workspace: Workspace, inputs: list[Manifest] | tuple = (),
         map_batches: MapBatches[Batch] | None = None) -> Manifest:
-    with stage_run(workspace, STAGE, config, inputs, packages=("data_catalog", "alignment")) as run_ctx:
+    with stage_run(workspace, STAGE, config, inputs) as run_ctx:
         images = sorted(set(workspace.table("images", columns=["sha256"])["sha256"]))
         done = set(workspace.table("faces", columns=["image_sha256", "config_hash"])
                    .query("config_hash == @config.hash")["image_sha256"])
         todo = [sha for sha in images if sha not in done]
         common = {"workspace": str(workspace.root), "config_json": config.model_dump_json(), "run_id": run_ctx.run_id}
         size = config.images_per_task if map_batches is not None else max(1, len(todo))
-        batches = [Batch(**common, index=i, images=todo[s:s + size]) for i, s in enumerate(range(0, len(todo), size))]
+        starts = range(0, len(todo), size)
+        batches = [Batch(**common, index=i, images=todo[s:s + size], batches=len(starts)) for i, s in enumerate(starts)]
         results = (map_batches or map_in_process)(align_batch, batches)
         counts: Counter[str] = Counter()
         for result in results:
@@ -194,4 +211,8 @@ def run(config: AlignConfig, workspace: Workspace, inputs: list[Manifest] | tupl
             "identities": int(faces_only["identity_cluster"].nunique()),
             **{f"reason_{k}": int(v) for k, v in final["reason"].value_counts().items()},
         })
+        c = run_ctx.manifest.counts
+        ticks.info("align: finished %d images (%d done before) in %d task(s); %d faces, %d kept after dedup, "
+                   "%d identities", len(todo), c["images_skipped_done"], c["tasks"], c["faces"], c["kept"],
+                   c["identities"])
     return run_ctx.manifest

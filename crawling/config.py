@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -11,6 +12,14 @@ from crawling.plan import QueryPlan, load_plan
 from data_catalog.config import ConfigModel, StageConfig, default_config_dir
 
 Source = Literal["google", "naver", "google-api", "naver-api", "urls"]
+
+
+def split_host_port(text: str) -> tuple[str, int | None]:
+    """("host", port or None) of "host", "host:port" or "[v6]:port"; ValueError when it is neither."""
+    parts = urlsplit(f"//{text.strip()}")
+    if not parts.hostname or parts.path or parts.query or parts.fragment or parts.username is not None:
+        raise ValueError(f"not a host or host:port: {text!r}")
+    return parts.hostname.lower(), parts.port  # .port raises ValueError for a bad port
 
 
 class HttpConfig(ConfigModel):
@@ -33,6 +42,20 @@ class HttpConfig(ConfigModel):
     respect_robots: bool = True
     x_robots_tag_blocks: list[str] = ["noai", "noimageai"]
     allowed_content_types: list[str] = ["image/", "application/octet-stream", "binary/octet-stream"]
+    # curl's --resolve: {"host" or "host:port": "address:port" or "address"}. Requests to the host connect to the
+    # address; URLs, Host headers and what is recorded keep the host. The crawl adds the built-in emulator's
+    # alias at run time (in the copy of the config its tasks get), so its random port is never hashed or stored.
+    host_aliases: dict[str, str] = {}
+
+    @field_validator("host_aliases")
+    @classmethod
+    def _aliases_are_hosts(cls, value: dict[str, str]) -> dict[str, str]:
+        for text in (*value, *value.values()):
+            try:
+                split_host_port(text)
+            except ValueError as exc:
+                raise ValueError(f"host_aliases: {exc}") from None
+        return value
 
 
 class ImageRules(ConfigModel):
@@ -41,11 +64,18 @@ class ImageRules(ConfigModel):
     formats: list[str] = ["JPEG", "PNG", "WEBP", "BMP"]
 
 
+EMULATOR_PUBLIC_URL = "http://search-emulator.invalid"  # .invalid never resolves (RFC 2606)
+
+
 class EmulatorConfig(ConfigModel):
     """Serve search results from a local folder (the demo and tests): endpoints point at it."""
 
     corpus: str  # folder of images (+ index.json); relative paths resolve against the workspace
     faults: list[str] = []
+    # The base URL the emulator writes into its results and the crawl records, mapped to the real 127.0.0.1:<port>
+    # by an http.host_aliases entry at run time: the same corpus gives the same URLs whatever port was free.
+    # null: record the real loopback URLs (they change with the port, so nothing built on them is reproducible).
+    public_url: str | None = EMULATOR_PUBLIC_URL
     # "package.module:function" called as function(corpus_path, **corpus_options) before serving; a reference,
     # not an import, because the builder may live in a package crawling must not import (the demo's: alignment).
     corpus_builder: str | None = None
@@ -60,6 +90,17 @@ class EmulatorConfig(ConfigModel):
         if len(parts) != 2 or not all(p and all(n.isidentifier() for n in p.split(".")) for p in parts):
             raise ValueError(f"corpus_builder must look like 'package.module:function', got {value!r}")
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_base(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme != "http" or not parts.hostname or parts.path.strip("/") or parts.query or parts.fragment:
+            raise ValueError(f"emulator public_url must be a plain http://host[:port] base (the emulator speaks "
+                             f"http only), got {value!r}")
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _options_need_builder(self) -> EmulatorConfig:

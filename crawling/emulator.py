@@ -25,6 +25,12 @@ Images are served from ``/images/<name>``, a "source page" per image from ``/pag
 result per query whose URL (``/fault/<mode>/<name>``) misbehaves in that way, so the downloader's
 handling of each failure can be tested end to end; ``search_fault`` makes the search endpoints
 themselves fail. Every request is logged in ``requests_log`` so tests can assert what a client fetched.
+
+Every URL the emulator hands out starts with ``url``: the real ``http://127.0.0.1:<port>`` by default (what a
+plain HTTP client can fetch), or ``public_url`` when given, a stable name such as
+``http://search-emulator.invalid`` that a client reaches through ``host_aliases`` (the crawl's HTTP client maps
+the name to the real address). The crawl's built-in emulator uses the stable name so that the URLs it records
+do not depend on which port happened to be free.
 """
 
 from __future__ import annotations
@@ -247,8 +253,14 @@ class SearchEmulator:
 
     def __init__(self, corpus_dir: str | Path, port: int = 0, faults: Iterable[str] = (), *,
                  slow_seconds: float = 1.0, hang_seconds: float = 30.0, huge_bytes: int = 1 << 30,
-                 search_fault: str | None = None, naver_web_page_size: int = 50) -> None:
+                 search_fault: str | None = None, naver_web_page_size: int = 50,
+                 public_url: str | None = None) -> None:
         self.corpus_dir = Path(corpus_dir)
+        if public_url is not None:
+            parts = urlsplit(public_url)
+            if parts.scheme != "http" or not parts.hostname or parts.path.strip("/") or parts.query:
+                raise ValueError(f"public_url must be a plain http://host[:port] base, got {public_url!r}")
+        self.public_url = public_url.rstrip("/") if public_url is not None else None
         self.faults = tuple(faults)
         unknown = [f for f in self.faults if f not in FAULT_MODES]
         if unknown:
@@ -326,10 +338,24 @@ class SearchEmulator:
         return str(host), int(port)
 
     @property
-    def url(self) -> str:
+    def local_url(self) -> str:
+        """The real loopback base, http://127.0.0.1:<port>."""
         if self._server is None and not self.port:
             raise RuntimeError("SearchEmulator has no port yet: call start() first")
         return f"http://{HOST}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The base of every URL handed out: `public_url` when given, else the real loopback base."""
+        return self.public_url if self.public_url is not None else self.local_url
+
+    @property
+    def host_aliases(self) -> dict[str, str]:
+        """What a client needs to reach `url` (`http.host_aliases`, curl's --resolve); empty without public_url."""
+        if self.public_url is None:
+            return {}
+        parts = urlsplit(self.public_url)
+        return {f"{parts.hostname}:{parts.port or 80}": f"{HOST}:{self.address[1]}"}
 
     @property
     def endpoints(self) -> dict[str, str]:
@@ -451,7 +477,7 @@ def google_cse(emu: SearchEmulator, params: dict[str, list[str]], headers: Any) 
 def _cse_item(emu: SearchEmulator, r: dict[str, Any]) -> dict[str, Any]:
     image = emu.by_name[r["name"]]
     return {"kind": "customsearch#result", "title": r["title"], "link": r["url"],
-            "displayLink": f"{HOST}:{emu.port}", "mime": image.mime, "fileFormat": image.mime,
+            "displayLink": urlsplit(emu.url).netloc, "mime": image.mime, "fileFormat": image.mime,
             "image": {"contextLink": r["page_url"], "height": r["height"], "width": r["width"],
                       "byteSize": image.byte_size, "thumbnailLink": r["url"],
                       "thumbnailHeight": min(r["height"], 150), "thumbnailWidth": min(r["width"], 150)}}

@@ -37,10 +37,14 @@ def resolve_builder(reference: str) -> Callable[..., object]:
 
 @contextmanager
 def start_emulator(config: EmulatorConfig, workspace: Workspace) -> Iterator[SearchEmulator]:
+    """Build the corpus if asked, then serve it under `config.public_url`.
+
+    The crawl reaches that stable name through `emulator.host_aliases` (its HTTP client's --resolve), so the
+    URLs it records are the same whichever port the emulator got."""
     corpus = corpus_path(config, workspace)
     if config.corpus_builder is not None:
         resolve_builder(config.corpus_builder)(corpus, **config.corpus_options)
     if not corpus.is_dir():
         raise FileNotFoundError(f"emulator corpus folder not found: {corpus}")
-    with SearchEmulator(corpus, faults=config.faults) as emulator:
+    with SearchEmulator(corpus, faults=config.faults, public_url=config.public_url) as emulator:
         yield emulator

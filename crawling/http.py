@@ -2,7 +2,8 @@
 
 One place for: the honest user agent, per-host and global concurrency and rate limits, robots.txt (RFC
 9309, cached per host), X-Robots-Tag opt-outs, scheme and opt-out checks on every redirect hop, retries
-with backoff that honour Retry-After, connect/read/total timeouts and a hard cap on response size.
+with backoff that honour Retry-After, connect/read/total timeouts, a hard cap on response size, and host
+aliases (curl's --resolve: a host name connects to another address while URLs keep the name).
 """
 
 from __future__ import annotations
@@ -11,18 +12,73 @@ import email.utils
 import threading
 import time
 import urllib.robotparser
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from crawling.config import HttpConfig
+from crawling.config import HttpConfig, split_host_port
 from data_catalog.optout import OptOutRegistry
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class HostAliasAdapter(HTTPAdapter):
+    """Connects aliased hosts to another address (curl's --resolve) while the request keeps its URL.
+
+    The URL, the Host header, TLS server name, robots.txt per host and redirect targets all stay on the
+    public name; only the TCP connection goes elsewhere. That is what lets the crawl record port-free URLs
+    for the loopback emulator (`http://search-emulator.invalid/...`) whose real port changes every run.
+    Keys are "host" or "host:port", values "address:port" or "address" (then the URL's port is kept).
+    """
+
+    def __init__(self, aliases: Mapping[str, str], **kwargs: Any) -> None:
+        self.aliases: dict[str, tuple[str, int | None]] = {}
+        for key, value in aliases.items():
+            host, port = split_host_port(key)
+            self.aliases[host if port is None else f"{host}:{port}"] = split_host_port(value)
+        super().__init__(**kwargs)
+
+    def target(self, url: str | None) -> tuple[str, int] | None:
+        """(address, port) to connect to for `url`, or None when its host is not aliased."""
+        if not self.aliases or not url:
+            return None
+        try:
+            parts = urlsplit(url)
+            host, port = (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(parts.scheme.lower())
+        except ValueError:
+            return None
+        found = self.aliases.get(f"{host}:{port}") or self.aliases.get(host)
+        if found is None or port is None:
+            return None
+        return found[0], found[1] or port
+
+    def build_connection_pool_key_attributes(self, request: requests.PreparedRequest, verify: Any,
+                                             cert: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        if (target := self.target(request.url)) is not None:
+            name = host_params["host"]
+            host_params["host"], host_params["port"] = target
+            if host_params["scheme"] == "https":  # the certificate is checked against the public name
+                pool_kwargs["server_hostname"] = name
+                pool_kwargs["assert_hostname"] = name
+        return host_params, pool_kwargs
+
+    def add_headers(self, request: requests.PreparedRequest, **kwargs: Any) -> None:
+        if self.target(request.url) is not None:
+            # urllib3 would write the connection's address; the server must see the name the URL has.
+            request.headers["Host"] = urlsplit(request.url).netloc.rpartition("@")[2]
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
+             verify: Any = True, cert: Any = None, proxies: Mapping[str, str] | None = None) -> requests.Response:
+        if self.target(request.url) is not None:
+            proxies = {}  # an alias is a direct connection: a proxy could not resolve the name
+        return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
 
 
 @dataclass
@@ -84,7 +140,8 @@ class PoliteClient:
         self.config = config
         self.optout = optout or OptOutRegistry()
         self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=64, pool_maxsize=max(config.threads, 8), max_retries=0)
+        adapter = HostAliasAdapter(config.host_aliases, pool_connections=64, pool_maxsize=max(config.threads, 8),
+                                   max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update({"User-Agent": config.user_agent, "Accept-Encoding": "identity"})

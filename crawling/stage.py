@@ -22,12 +22,12 @@ from typing import Any
 
 import pandas as pd
 import pyarrow.compute as pc
-from tqdm import tqdm
 
 from crawling.config import CrawlConfig
 from crawling.http import PoliteClient
 from crawling.journal import JOURNAL, QUERIES_DONE, Journal, read_journal, read_queries_done
 from crawling.plan import Query, queries_frame, urls_query
+from data_catalog.progress import Progress
 from crawling.sources import SearchError, SearchSource, make_source
 from crawling.sources.base import Result
 from crawling.sources.urls import read_url_list
@@ -48,6 +48,7 @@ STATE_COLUMNS = ["url", "query_id", "status", "sha256"]
 FORMATS_BY_EXT = {ext: fmt for fmt, ext in EXTENSIONS.items()}
 EMULATOR_CREDENTIALS = {"google-api": ("emulator-key", "emulator-cx"), "naver-api": ("emulator-id", "emulator-secret")}
 log = logging.getLogger(__name__)
+ticks = logging.getLogger("sdgan.crawl")  # progress lines for logs (Prefect's run log); tqdm is for terminals
 
 
 class CrawlError(RuntimeError):
@@ -122,7 +123,8 @@ def recover_interrupted(ws: Workspace) -> int:
 class Crawl:
     """One crawl run's shared state: client, URL book, writer, download pool, counters."""
 
-    def __init__(self, ws: Workspace, config: CrawlConfig, run_id: str, folder: Path, sources: dict[str, SearchSource]) -> None:
+    def __init__(self, ws: Workspace, config: CrawlConfig, run_id: str, folder: Path, sources: dict[str, SearchSource],
+                 label: str = "crawl") -> None:
         self.ws, self.config, self.run_id, self.sources = ws, config, run_id, sources
         self.optout = OptOutRegistry.load(config.optout)
         self.client = PoliteClient(config.http, self.optout)
@@ -135,7 +137,8 @@ class Crawl:
         self.counts: Counter[str] = Counter()
         self.search_errors: list[dict[str, str]] = []
         self._lock = threading.Lock()
-        self.progress = tqdm(desc="crawl", unit="url", disable=None, dynamic_ncols=True)
+        # total: URLs known so far (a query's results as its pages are listed; a URL list counted up front)
+        self.progress = Progress(label, "url", ticks)
 
     def close(self) -> None:
         self.downloads.shutdown(wait=True)
@@ -189,16 +192,21 @@ class Crawl:
             self.counts[f"status_{outcome.status}"] += 1
             if outcome.reason:
                 self.counts[f"reason_{outcome.reason}"] += 1
-            self.progress.update()
-            self.progress.set_postfix(ok=self.counts["status_ok"], failed=self.counts["status_failed"],
-                                      skipped=self.counts["status_skipped"], refresh=False)
+            shown = {"ok": self.counts["status_ok"], "failed": self.counts["status_failed"],
+                     "skipped": self.counts["status_skipped"]}
+        self.progress.update(1, **shown)
 
-    def submit(self, query: Query, result: Result) -> Future | None:
+    def submit(self, query: Query, result: Result, counted: bool = False) -> Future | None:
+        """Queue the download of one result unless its pair is recorded; `counted`: already in the total."""
         with self._lock:
             pair = (result.url, query.query_id)
-            if pair in self.book.pairs and not self.config.retry_failed:
-                return None  # recorded for this query by an earlier run, or twice in its results
-            self.book.pairs.add(pair)
+            accepted = not (pair in self.book.pairs and not self.config.retry_failed)
+            if accepted:
+                self.book.pairs.add(pair)
+        if accepted != counted:
+            self.progress.add_total(1 if accepted else -1)
+        if not accepted:
+            return None  # recorded for this query by an earlier run, or twice in its results
         self.in_flight.acquire()
         return self.downloads.submit(self.process, query, result)
 
@@ -234,8 +242,8 @@ class Crawl:
         with self._lock:
             self.counts["queries_done"] += 1
 
-    def ingest(self, query: Query, results: Iterable[Result]) -> None:
-        futures = [f for r in results if (f := self.submit(query, r)) is not None]
+    def ingest(self, query: Query, results: Iterable[Result], counted: bool = False) -> None:
+        futures = [f for r in results if (f := self.submit(query, r, counted)) is not None]
         wait(futures)
 
     def retry_failed(self) -> None:
@@ -243,6 +251,7 @@ class Crawl:
         latest = latest_candidates(self.ws)
         failed = latest[latest["status"] == "failed"]
         queries = self.ws.table("queries").drop_duplicates("query_id").set_index("query_id")
+        self.progress.add_total(len(failed))
         futures = []
         for row in failed.to_dict("records"):
             q = queries.loc[row["query_id"]] if row["query_id"] in queries.index else None
@@ -250,7 +259,7 @@ class Crawl:
                           q["keyword"] if q is not None else "", "und", None, 0)
             result = Result(url=row["url"], rank=_int(row["rank"]), page=_int(row["page"]), page_url=_str(row["page_url"]),
                             title=_str(row["title"]), licence=_str(row["licence"]))
-            if (future := self.submit(query, result)) is not None:
+            if (future := self.submit(query, result, counted=True)) is not None:
                 futures.append(future)
         wait(futures)
 
@@ -329,6 +338,11 @@ class Batch:
     queries: list[dict[str, Any]] = field(default_factory=list)  # Query fields
     retry_failed: bool = False
     url_list: dict[str, Any] | None = None  # the URL-list pseudo-query
+    batches: int = 1  # how many batches the run has (names the progress bar and tick lines)
+
+    @property
+    def label(self) -> str:
+        return STAGE if self.batches == 1 else f"{STAGE} {self.index + 1}/{self.batches}"
 
 
 def crawl_batch(batch: Batch) -> dict[str, Any]:
@@ -337,7 +351,7 @@ def crawl_batch(batch: Batch) -> dict[str, Any]:
     config = CrawlConfig.model_validate_json(batch.config_json)
     sources = _make_sources(config, config.endpoints, batch.emulated)
     folder = ws.run_dir(STAGE, batch.run_id) / f"batch-{batch.index:05d}"
-    crawl = Crawl(ws, config, batch.run_id, folder, sources)
+    crawl = Crawl(ws, config, batch.run_id, folder, sources, batch.label)
     try:
         if batch.retry_failed:
             crawl.retry_failed()
@@ -345,7 +359,9 @@ def crawl_batch(batch: Batch) -> dict[str, Any]:
         with ThreadPoolExecutor(config.query_workers, thread_name_prefix="search") as pool:
             list(pool.map(crawl.search, queries))
         if batch.url_list is not None:
-            crawl.ingest(Query(**batch.url_list), read_url_list(config.urls))
+            # One streamed pass to count (memory stays flat), so the bar and the ticks have a total and an ETA.
+            crawl.progress.add_total(sum(1 for _ in read_url_list(config.urls)))
+            crawl.ingest(Query(**batch.url_list), read_url_list(config.urls), counted=True)
     finally:
         crawl.close()
     return {"counts": dict(crawl.counts), "search_errors": crawl.search_errors}
@@ -361,7 +377,7 @@ def _batches(config: CrawlConfig, ws: Workspace, run_id: str, queries: list[Quer
     batches = [Batch(**common, index=i, queries=rows[start:start + size]) for i, start in enumerate(range(0, len(rows), size))]
     if url_query is not None:
         batches.append(Batch(**common, index=len(batches), url_list=url_query.__dict__))
-    return batches
+    return [dataclasses.replace(b, batches=len(batches)) for b in batches]
 
 
 def run(config: CrawlConfig, workspace: Workspace, inputs: list[Manifest] | tuple = (),
@@ -369,16 +385,19 @@ def run(config: CrawlConfig, workspace: Workspace, inputs: list[Manifest] | tupl
     """The stage. `map_batches` (from flows) runs batches as parallel tasks; default: all in this process."""
     recovered = recover_interrupted(workspace)
     with ExitStack() as stack:
-        endpoints = dict(config.endpoints)
+        endpoints, aliases = dict(config.endpoints), dict(config.http.host_aliases)
         if config.emulator is not None:
             from crawling.emulator_support import start_emulator
 
             emulator = stack.enter_context(start_emulator(config.emulator, workspace))
             endpoints = {**emulator.endpoints, **endpoints}
+            aliases = {**aliases, **emulator.host_aliases}  # its real port: known now, never hashed nor recorded
         emulated = config.emulator is not None
         _make_sources(config, endpoints, emulated)  # missing credentials fail here, before a run starts
-        resolved = config.model_copy(update={"endpoints": endpoints})
-        with stage_run(workspace, STAGE, config, inputs, packages=("data_catalog", "crawling")) as run_ctx:
+        # What the tasks get: the hash, config.json and the cache key stay those of `config`.
+        resolved = config.model_copy(update={"endpoints": endpoints,
+                                             "http": config.http.model_copy(update={"host_aliases": aliases})})
+        with stage_run(workspace, STAGE, config, inputs) as run_ctx:
             queries = config.plan.queries(config.sources) if config.plan else []
             url_query = (urls_query(config.plan.hash if config.plan else "none", Path(config.urls).name)
                          if config.urls and "urls" in config.sources else None)
@@ -404,6 +423,10 @@ def run(config: CrawlConfig, workspace: Workspace, inputs: list[Manifest] | tupl
                      "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
             atomic_write_text(run_ctx.dir / "stats.json", json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
             attempted = sum(v for k, v in counts.items() if k.startswith("status_"))
+            ticks.info("crawl: finished %d url in %d task(s): ok=%d failed=%d skipped=%d; %d/%d queries done "
+                       "(%d before), %d search errors", attempted, len(batches), counts["status_ok"],
+                       counts["status_failed"], counts["status_skipped"], counts["queries_done"], len(todo),
+                       len(queries) - len(todo), len(search_errors))
             if search_errors and attempted == 0 and counts.get("queries_done", 0) == 0:
                 first = search_errors[0]
                 raise CrawlError(f"every search failed ({len(search_errors)}); first: {first['engine']} "

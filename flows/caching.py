@@ -25,6 +25,7 @@ from data_catalog.manifest import Manifest, code_fingerprint
 from data_catalog.stages import get as get_stage
 from data_catalog.workspace import Workspace
 from flows.fanout import prefect_mapper
+from flows.prefect_env import forward_stage_logs
 from flows.progress import PrefectProgress
 
 CACHE_DIR = Path("runs") / ".cache"
@@ -86,6 +87,7 @@ def execute_stage(
     Stages that can split their work (a `map_batches` parameter) get one task per batch on `task_runner`;
     stages that report progress (a `progress` parameter) keep a Prefect progress artifact up to date.
     """
+    forward_stage_logs()  # the stage's `sdgan.*` tick lines go to this run's log, however Prefect was set up
     spec = get_stage(stage)
     config_cls, run = spec.load()
     ws = Workspace(workspace)

@@ -20,13 +20,17 @@ def make_task_runner(kind: str, workers: int) -> TaskRunner:
     if kind == "thread":
         return ThreadPoolTaskRunner(max_workers=workers)
     if kind == "process":
-        return ProcessPoolTaskRunner(max_workers=workers)
+        from flows.embedded_server import guard_worker
+
+        # each worker dies with this process, and so does the embedded server a worker starts for itself
+        return ProcessPoolTaskRunner(max_workers=workers, initializer=guard_worker)
     if kind == "dask":
         try:
             from prefect_dask import DaskTaskRunner
         except ImportError as exc:
             raise RuntimeError("task runner 'dask' needs the dask extra: pip install -e '.[dask]'") from exc
-        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "processes": True})
+        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "processes": True,
+                                              "preload": ["flows.embedded_server"]})
     if kind == "ray":
         try:
             from prefect_ray import RayTaskRunner

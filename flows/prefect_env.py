@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 OFFLINE_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -14,6 +15,8 @@ OFFLINE_DEFAULTS = {
     "PREFECT_LOGGING_EXTRA_LOGGERS": "sdgan",
     # ... and says nothing when such a line is logged outside a run (a stage called from a notebook).
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+    # The embedded server needs more than Prefect's 20 s to start on a busy 2-core machine.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
 }
 
 
@@ -25,3 +28,16 @@ def configure() -> None:
     sdgan_logger = logging.getLogger("sdgan")
     if sdgan_logger.level == logging.NOTSET:
         sdgan_logger.setLevel(logging.INFO)
+    forward_stage_logs()
+
+
+def forward_stage_logs() -> None:
+    """Attach Prefect's run-log handlers to `sdgan` when Prefect configured its logging before we set
+    PREFECT_LOGGING_EXTRA_LOGGERS (a worker or `python -m prefect.engine` imports Prefect first, then the flows)."""
+    configuration = sys.modules.get("prefect.logging.configuration")
+    if configuration is None or not getattr(configuration, "PROCESS_LOGGING_CONFIG", None):
+        return  # Prefect is not configured yet: it will read the variable itself
+    sdgan_logger = logging.getLogger("sdgan")
+    for handler in logging.getLogger("prefect.extra").handlers:
+        if handler not in sdgan_logger.handlers:
+            sdgan_logger.addHandler(handler)

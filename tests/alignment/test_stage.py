@@ -94,3 +94,30 @@ def test_rerun_recomputes_nothing(aligned_workspace) -> None:
     assert len(ws.table("faces")) == rows_before
     changed = run(config.model_copy(update={"filters": config.filters.model_copy(update={"min_blur": 0.0})}), ws)
     assert changed.counts["images_skipped_done"] == 0  # another config hash: processed again
+
+
+def test_progress_ticks_give_totals_per_batch_and_for_the_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """tqdm writes nothing into Prefect's run log: the `sdgan.align` logger gets a final tick line per batch."""
+    import logging
+
+    from skimage import data
+
+    from data_catalog.runs import map_in_process
+
+    astronaut = data.astronaut()
+    ws = Workspace(tmp_path / "ws")
+    for image in (jpeg(astronaut), jpeg(astronaut)[:3000],
+                  jpeg((np.random.default_rng(1).random((120, 120, 3)) * 255).astype(np.uint8))):
+        add(ws, image)
+    caplog.set_level(logging.INFO, logger="sdgan.align")
+    run(AlignConfig(), ws)
+    lines = [r.getMessage() for r in caplog.records if r.name == "sdgan.align"]
+    finals = [line for line in lines if ": done " in line]
+    assert len(finals) == 1 and finals[0].startswith("align: done 3/3 image (100%)")
+    assert finals[0].endswith("kept=1 rejected=2")  # the astronaut; the corrupt image and the noise
+    assert lines[-1].startswith("align: finished 3 images (0 done before) in 1 task(s); 1 faces, 1 kept")
+
+    caplog.clear()  # fanned out (here: in process, one image a task): one bar and one final line per batch
+    run(AlignConfig(images_per_task=1, output_size=128), ws, map_batches=map_in_process)
+    finals = sorted(r.getMessage() for r in caplog.records if r.name == "sdgan.align" and ": done " in r.getMessage())
+    assert [line.split(",")[0] for line in finals] == [f"align {i}/3: done 1/1 image (100%)" for i in (1, 2, 3)]
