@@ -207,12 +207,16 @@ def cmd_catalog_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog_gc(args: argparse.Namespace) -> int:
+    from data_catalog.lock import workspace_lock
+
     ws = _open(args.workspace)
-    stale = [p for p in ws.root.rglob(f"{TEMP_PREFIX}*") if p.is_file()]
-    for path in stale:
-        print(("would delete " if args.dry_run else "deleting ") + str(path))
-        if not args.dry_run:
-            path.unlink(missing_ok=True)
+    # a running stage's temporary files are not stale: only collect while no run holds the workspace
+    with workspace_lock(ws.root):
+        stale = [p for p in ws.root.rglob(f"{TEMP_PREFIX}*") if p.is_file()]
+        for path in stale:
+            print(("would delete " if args.dry_run else "deleting ") + str(path))
+            if not args.dry_run:
+                path.unlink(missing_ok=True)
     print(f"{len(stale)} temporary file(s)")
     return 0
 

@@ -61,3 +61,31 @@ def test_config_command_prints_resolved_config_and_hash(capsys: pytest.CaptureFi
     shown = json.loads(capsys.readouterr().out)
     assert shown["config"]["rehash"] is False
     assert shown["config_hash"] == VerifyConfig(rehash=False).hash
+
+
+def test_catalog_gc_leaves_a_workspace_in_use_alone(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import threading
+
+    from data_catalog.atomic import TEMP_PREFIX
+    from data_catalog.lock import workspace_lock
+
+    ws = Workspace(tmp_path / "ws")
+    temp = ws.root / "raw" / f"{TEMP_PREFIX}being-written"
+    temp.write_bytes(b"a running stage's file")
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with workspace_lock(ws.root):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        assert cli(["catalog", "gc", "--workspace", str(ws.root)]) == 2
+        assert "is in use by PID" in capsys.readouterr().err and temp.is_file()
+    finally:
+        release.set()
+        holder.join()
+    assert cli(["catalog", "gc", "--workspace", str(ws.root)]) == 0 and not temp.exists()

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from inference.generate import check_seeds, generate, generate_grid
-from training.stylegan2.checkpoint import CheckpointError
+from training.stylegan2.checkpoint import CheckpointError, load_checkpoint
 from training.stylegan2.networks import Discriminator, Generator
 
 SIZE = 16
@@ -198,7 +198,7 @@ def test_png_bytes_are_plain_rgb(checkpoint: Path, tmp_path: Path) -> None:
 def write_recorded_checkpoint(path: Path, latent_avg: bool = False) -> Path:
     """The tiny checkpoint the hashes were recorded on: write_tiny_checkpoint, noise strength 0.3 everywhere."""
     write_tiny_checkpoint(path)
-    checkpoint = torch.load(path, weights_only=False)
+    checkpoint = load_checkpoint(path)
     for name in ("g", "g_ema"):
         for key, value in checkpoint[name].items():
             if key.endswith("noise.weight"):
@@ -239,7 +239,7 @@ def pre_handle_images(path: Path, seeds: list[int], psi: float, noise_mode: str,
     from training.stylegan2.checkpoint import generator_from_checkpoint
     from training.stylegan2.samples import seeded_z
 
-    checkpoint = torch.load(path, weights_only=False)
+    checkpoint = load_checkpoint(path)
     g = generator_from_checkpoint(checkpoint).eval()
     centre = None
     if psi < 1:
@@ -294,5 +294,5 @@ def test_generate_is_the_handles_synthesize_seeds(recorded_checkpoints: dict[str
 def test_a_loaded_checkpoint_dict_gives_the_same_images_as_its_file(recorded_checkpoints: dict[str, Path]) -> None:
     path = recorded_checkpoints["avg"]
     _, from_file = generate(path, "0-3", truncation=0.5)
-    _, from_dict = generate(torch.load(path, weights_only=False), "0-3", truncation=0.5)
+    _, from_dict = generate(load_checkpoint(path), "0-3", truncation=0.5)
     assert torch.equal(from_file, from_dict)

@@ -189,7 +189,8 @@ def _load_storage_from_bytes(data: bytes) -> Any:
     """Tensors in a plain pickle carry their storage as a nested torch.save blob: read it weights-only."""
     if not isinstance(data, (bytes, bytearray)):
         raise UnsupportedPickleError("torch.storage._load_from_bytes expects bytes")
-    return torch.load(io.BytesIO(bytes(data)), weights_only=True)
+    blob = io.BytesIO(bytes(data))
+    return torch.load(blob, weights_only=True)
 
 
 def _latin1_encode(text: Any, encoding: str = "latin1") -> bytes:
