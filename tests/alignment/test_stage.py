@@ -18,6 +18,7 @@ from alignment.stage import run
 from data_catalog.effective import effective_faces
 from data_catalog import Workspace
 from data_catalog.verify import verify_workspace
+from tests.stage_kit import StageContract
 
 
 def jpeg(array: np.ndarray, quality: int = 92) -> bytes:
@@ -121,3 +122,22 @@ def test_progress_ticks_give_totals_per_batch_and_for_the_run(tmp_path: Path, ca
     run(AlignConfig(images_per_task=1, output_size=128), ws, map_batches=map_in_process)
     finals = sorted(r.getMessage() for r in caplog.records if r.name == "sdgan.align" and ": done " in r.getMessage())
     assert [line.split(",")[0] for line in finals] == [f"align {i}/3: done 1/1 image (100%)" for i in (1, 2, 3)]
+
+
+class TestAlignStageContract(StageContract):
+    stage = "align"
+
+    def prepare(self, tmp_path: Path) -> tuple[Workspace, list]:
+        from skimage import data
+
+        ws = Workspace(tmp_path / "ws")
+        astronaut = data.astronaut()
+        add(ws, jpeg(astronaut))
+        add(ws, jpeg(np.ascontiguousarray(astronaut[:, ::-1]), 80))
+        return ws, []
+
+    def config(self) -> AlignConfig:
+        return AlignConfig(output_size=128)
+
+    def changed_config(self) -> AlignConfig:
+        return AlignConfig(output_size=128, filters={"min_blur": 50})

@@ -21,6 +21,7 @@ from data_catalog import Workspace
 from data_catalog.verify import verify_workspace
 
 from tests.crawl_corpus import MASK_FILES, PLAIN_FILES
+from tests.stage_kit import StageContract
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST_HTTP = {"threads": 8, "per_host_connections": 8, "connect_timeout": 2, "read_timeout": 1.0,
@@ -246,3 +247,24 @@ def test_kill_9_mid_crawl_then_rerun_equals_an_uninterrupted_crawl(corpus: Path,
     reference_hits = len(MASK_FILES) + len(PLAIN_FILES)
     assert killed_hits + rerun_hits <= reference_hits + cfg.http.threads  # only in-flight fetches repeat
     assert verify_workspace(ws).ok
+
+
+class TestCrawlStageContract(StageContract):
+    """The crawl through its built-in emulator (port-free URLs, so configs and rows do not depend on the port)."""
+
+    stage = "crawl"
+
+    def prepare(self, tmp_path: Path) -> tuple[Workspace, list]:
+        from tests.crawl_corpus import write_corpus
+
+        (tmp_path / "corpus").mkdir()
+        self.corpus = write_corpus(tmp_path / "corpus")
+        return Workspace(tmp_path / "ws"), []
+
+    def config(self, **extra: Any) -> CrawlConfig:
+        return CrawlConfig.model_validate({"sources": ["google", "naver"], "plan": plan(["google", "naver"]),
+                                           "emulator": {"corpus": str(self.corpus)}, "http": FAST_HTTP,
+                                           "images": {"min_side": 32}, **extra})
+
+    def changed_config(self) -> CrawlConfig:
+        return self.config(max_per_query=3)

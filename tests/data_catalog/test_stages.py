@@ -116,3 +116,15 @@ def test_cli_has_a_subcommand_per_declared_shortcut() -> None:
     assert args.dataset == "v1" and args.lock_wait == "forever"
     with pytest.raises(SystemExit):
         parser.parse_args(["align", "--workspace", "w", "--detector", "nope"])
+
+
+def test_every_built_stage_keeps_the_stage_contract_in_its_tests() -> None:
+    """Each built stage has a test class built on tests/stage_kit.py's StageContract."""
+    import re
+
+    covered = set()
+    for path in (PROJECT_ROOT / "tests").rglob("test_*.py"):
+        for match in re.finditer(r"class \w+\(StageContract\):\n(?:[ ]{4}.*\n|\n)*?[ ]{4}stage = \"([\w-]+)\"",
+                                 path.read_text(encoding="utf-8")):
+            covered.add(match.group(1))
+    assert set(BUILT) - covered == set(), "stages without a StageContract test"

@@ -14,6 +14,7 @@ import pytest
 from data_catalog import Workspace
 from data_catalog.verify import VerificationError, VerifyConfig, run, verify_workspace
 from flows.cli import main as cli
+from tests.stage_kit import StageContract
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,3 +118,21 @@ def test_kill_9_mid_writes_leaves_no_row_pointing_at_nothing(tmp_path: Path) -> 
     # The only tolerated inconsistency is a blob whose row had not been written yet (an orphan).
     assert {p.kind for p in report.problems} <= {"orphan_blob"} and len(report.problems) <= 1
     assert all(ws.blobs.exists(sha) for sha in rows["sha256"])
+
+
+class TestCatalogVerifyStageContract(StageContract):
+    stage = "catalog-verify"
+    reproducible = False  # its report counts the runs before it: never cached
+
+    def prepare(self, tmp_path: Path) -> tuple[Workspace, list]:
+        ws = Workspace(tmp_path / "ws")
+        sha = ws.blobs.put(b"bytes of an image", "jpg")
+        ws.append("images", pd.DataFrame([{"sha256": sha, "format": "jpeg", "width": 1, "height": 1, "bytes": 17}]),
+                  "seed")
+        return ws, []
+
+    def config(self) -> VerifyConfig:
+        return VerifyConfig()
+
+    def changed_config(self) -> VerifyConfig:
+        return VerifyConfig(rehash=False)
