@@ -90,6 +90,14 @@ class StageSpec:
     describe: str | None = None  # "module:function(workspace, manifest) -> StageOutputs"
     cli: Literal["flow", "direct"] | None = None  # `sdgan <name>`: through its flow, or the stage in-process
     cli_help: str = ""
+    # (upstream stage, config key): a config that sets the key (a path to an official checkpoint, say) stands in
+    # for that upstream run, so the stage is not blocked without one.
+    replaced_by: tuple[tuple[str, str], ...] = ()
+
+    def required_upstream(self, config: Mapping[str, Any]) -> tuple[str, ...]:
+        """The upstream stages this config needs a run of."""
+        replaced = {stage for stage, key in self.replaced_by if config.get(key) is not None}
+        return tuple(u for u in self.upstream if u not in replaced)
 
     @property
     def built(self) -> bool:
@@ -207,9 +215,42 @@ STAGES: dict[str, StageSpec] = {
             cli="direct",
             cli_help="train (or resume) StyleGAN2 on a dataset version in this process (no Prefect; torchrun-ready)",
         ),
-        StageSpec("train-classifier", "train the attribute classifier", ("shard",)),
-        StageSpec("fit-boundaries", "fit InterfaceGAN boundaries (semantic prior basis)",
-                  ("train-stylegan2", "train-classifier")),
+        StageSpec(
+            "train-classifier",
+            "train the attribute classifier (face mask, sunglasses, frame glasses; one logit each)",
+            ("shard",),
+            module="training.classifier.stage",
+            config_class="TrainClassifierConfig",
+            code=("data_catalog", "alignment", "training/__init__.py", "training/common", "training/classifier"),
+            options=(
+                Option("dataset", str | None, "dataset version id (default: the version of the current shard run)",
+                       key="dataset"),
+                Option("resume", str | None, "continue a run: run id, run folder or checkpoint (.pt)", key="resume",
+                       path="if_exists"),
+            ),
+            describe="training.classifier.summary:describe",
+            cli="direct",
+            cli_help="train (or resume) the attribute classifier on a dataset version in this process (torchrun-ready)",
+        ),
+        StageSpec(
+            "fit-boundaries",
+            "fit InterfaceGAN boundaries in W (the semantic prior basis n_b) and the held-out test set",
+            ("train-stylegan2", "train-classifier"),
+            module="training.boundaries.stage",
+            config_class="FitBoundariesConfig",
+            code=("data_catalog", "training/__init__.py", "training/common", "training/stylegan2",
+                  "training/classifier", "training/boundaries"),
+            options=(
+                Option("generator", str | None, "a StyleGAN2 checkpoint to use instead of the train-stylegan2 run's "
+                       "(e.g. the official SD-GAN network-snapshot-020180.pt)", key="generator", path="always"),
+                Option("classifier", str | None, "an attribute classifier checkpoint to use instead of the "
+                       "train-classifier run's", key="classifier", path="always"),
+            ),
+            describe="training.boundaries.summary:describe",
+            replaced_by=(("train-stylegan2", "generator"), ("train-classifier", "classifier")),
+            cli="direct",
+            cli_help="sample, score and fit the InterfaceGAN boundaries in this process (torchrun-ready)",
+        ),
         StageSpec("train-unsup3d", "learn Unsup3d canonical 3D maps", ("shard",)),
         StageSpec("fusion-pairs", "make fusion training pairs (origin, template, GT, region, canonical maps)",
                   ("fit-boundaries", "train-unsup3d")),

@@ -312,7 +312,8 @@ def cmd_stage_direct(args: argparse.Namespace) -> int:
     lock = workspace_lock(ws.root, wait=wait) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
     try:
         with lock:
-            manifest = run(config, ws, [m for u in spec.upstream if (m := ws.current(u)) is not None])
+            inputs = [m for u in spec.required_upstream(config.to_dict()) if (m := ws.current(u)) is not None]
+            manifest = run(config, ws, inputs)
     finally:
         _leave_process_group()
     if manifest is None:  # a torchrun rank other than 0: rank 0 reports

@@ -109,12 +109,13 @@ def _run_locked(names: Sequence[str], ws: Workspace, configs: dict[str, StageCon
             # A stage run on its own reuses the current upstream run of this workspace.
             if upstream not in manifests and (current := ws.current(upstream)) is not None:
                 manifests[upstream] = current
-        missing = [u for u in spec.upstream if u not in manifests]
+        required = spec.required_upstream(configs[name].to_dict())  # a checkpoint path can stand in for a run
+        missing = [u for u in required if u not in manifests]
         if missing:
             outcomes.append(StageOutcome(name, "blocked", detail=f"no completed run of {', '.join(missing)}"))
             logger.warning("%s: blocked, no completed run of %s", name, ", ".join(missing))
             continue
-        inputs = [manifests[u].model_dump(mode="json") for u in spec.upstream]
+        inputs = [manifests[u].model_dump(mode="json") for u in required]
         state = stage_task(name)(
             stage=name, config=configs[name].to_dict(), workspace=str(ws.root), inputs=inputs,
             task_runner=task_runner, workers=workers, force=name in forced, return_state=True,
