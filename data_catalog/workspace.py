@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -32,10 +33,25 @@ class WorkspaceError(RuntimeError):
     pass
 
 
+def _wait_for_creator(marker: Path, timeout: float = 5.0) -> None:
+    """A folder being laid out by another process has no marker for a moment: wait for it, briefly.
+
+    Only a folder changed in the last minute can be one; an old non-empty folder fails at once.
+    """
+    folder = marker.parent
+    if time.time() - folder.stat().st_mtime > 60:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not marker.is_file():
+        time.sleep(0.05)
+
+
 class Workspace:
     def __init__(self, path: str | Path, create: bool = True) -> None:
         self.root = Path(path).expanduser().resolve()
         marker = self.root / MARKER
+        if create and not marker.is_file() and self.root.is_dir() and any(self.root.iterdir()):
+            _wait_for_creator(marker)  # another process may be creating this very workspace right now
         if marker.is_file():
             layout = json.loads(marker.read_text(encoding="utf-8")).get("layout_version")
             if layout != LAYOUT_VERSION:

@@ -31,3 +31,30 @@ def test_rejects_other_layout_versions(tmp_path: Path) -> None:
     (ws.root / "workspace.json").write_text('{"layout_version": 99}')
     with pytest.raises(WorkspaceError, match="layout version 99"):
         Workspace(ws.root)
+
+
+def test_a_workspace_another_process_is_laying_out_is_waited_for(tmp_path: Path) -> None:
+    """Two runs started together on a fresh path: the second finds a folder without its marker for a moment."""
+    import json
+    import os
+    import threading
+    import time
+
+    root = tmp_path / "ws"
+    (root / "catalog").mkdir(parents=True)  # what the first process has made so far
+
+    def finish_creating() -> None:
+        time.sleep(0.5)
+        (root / "workspace.json").write_text(json.dumps({"layout_version": 1}))
+
+    creator = threading.Thread(target=finish_creating)
+    creator.start()
+    assert Workspace(root).root == root.resolve()
+    creator.join()
+    old = tmp_path / "old"
+    (old / "stuff").mkdir(parents=True)
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    started = time.monotonic()
+    with pytest.raises(WorkspaceError, match="not an sdgan workspace"):
+        Workspace(old)
+    assert time.monotonic() - started < 1
