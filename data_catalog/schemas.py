@@ -118,6 +118,16 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
         _req("attribute", pa.string()),
         _req("label_source", pa.string()),
     ),
+    # train-classifier's label check: one row per sample scored (or per disagreement), labels never changed.
+    "label_checks": _schema(
+        _req("dataset_version", pa.string()),
+        _req("key", pa.string()),
+        _req("split", pa.string()),
+        _req("query_label", pa.string()),
+        _req("scores", FLOATS),  # calibrated probability per attribute, in training.classifier.ATTRIBUTES order
+        _req("verdict", pa.string()),  # agrees | disagrees | uncertain
+        _req("threshold", pa.float64()),
+    ),
     # Trained models, boundaries, canonical maps and other files later stages consume.
     "artifacts": _schema(
         _req("artifact_id", pa.string()),

@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
 from data_catalog.atomic import atomic_write_text
-from data_catalog.hashing import json_hash
+from data_catalog.hashing import json_hash, sha256_file
 from data_catalog.manifest import Manifest, code_fingerprint
 from data_catalog.stages import get as get_stage
 from data_catalog.workspace import Workspace
@@ -35,14 +35,16 @@ CACHED = "Cached"
 def stage_cache_key(stage: str, config: dict[str, Any], inputs: list[dict[str, Any]]) -> str:
     spec = get_stage(stage)
     config_cls, _ = spec.load()
-    return json_hash(
-        {
-            "stage": stage,
-            "config_hash": config_cls.model_validate(config).hash,
-            "inputs": [Manifest.model_validate(m).content_hash for m in inputs],
-            "code_version": code_fingerprint(spec.code),
-        }
-    )
+    key = {
+        "stage": stage,
+        "config_hash": config_cls.model_validate(config).hash,
+        "inputs": [Manifest.model_validate(m).content_hash for m in inputs],
+        "code_version": code_fingerprint(spec.code),
+    }
+    # A file standing in for an upstream run (an official checkpoint path) counts by its content, like a run.
+    external = {k: sha256_file(Path(config[k])) for _, k in spec.replaced_by
+                if config.get(k) is not None and Path(config[k]).is_file()}
+    return json_hash(key | {"external": external} if external else key)
 
 
 def cache_record(workspace: Path, key: str) -> Path:

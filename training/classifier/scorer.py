@@ -65,6 +65,13 @@ class AttributeScorer:
     def temperature(self) -> float:
         return self._temperature
 
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        """Calibration sets it after training; it only rescales probabilities, never the logits."""
+        if value <= 0:
+            raise ValueError(f"temperature must be > 0, got {value}")
+        self._temperature = float(value)
+
     @property
     def device(self) -> torch.device:
         return self._device
