@@ -66,7 +66,7 @@ class StageOutputs:
 
     title: str
     items: dict[str, str] = field(default_factory=dict)  # label -> path or value, in display order
-    markdown: str | None = None  # a markdown file the flow publishes as a Prefect artifact
+    markdown: str | None = None  # path of a markdown file the flow publishes as a Prefect artifact
     artifact_key: str | None = None
 
     def to_json(self) -> dict[str, Any]:

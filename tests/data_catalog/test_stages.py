@@ -128,3 +128,22 @@ def test_every_built_stage_keeps_the_stage_contract_in_its_tests() -> None:
                                  path.read_text(encoding="utf-8")):
             covered.add(match.group(1))
     assert set(BUILT) - covered == set(), "stages without a StageContract test"
+
+
+def test_a_checkpoint_path_stands_in_for_an_upstream_run_and_counts_by_its_content(tmp_path: Path) -> None:
+    from data_catalog.config import load_config
+    from flows.caching import stage_cache_key
+    from training.boundaries.config import FitBoundariesConfig
+
+    spec = get("fit-boundaries")
+    generator, classifier = tmp_path / "g.pt", tmp_path / "c.pt"
+    generator.write_bytes(b"official generator")
+    classifier.write_bytes(b"a classifier")
+    plain = load_config(FitBoundariesConfig, "demo").to_dict()
+    assert spec.required_upstream(plain) == ("train-stylegan2", "train-classifier")
+    with_paths = load_config(FitBoundariesConfig, "demo", [f"generator={generator}", f"classifier={classifier}"])
+    assert spec.required_upstream(with_paths.to_dict()) == ()
+    key = stage_cache_key("fit-boundaries", with_paths.to_dict(), [])
+    assert stage_cache_key("fit-boundaries", with_paths.to_dict(), []) == key
+    generator.write_bytes(b"another generator at the same path")
+    assert stage_cache_key("fit-boundaries", with_paths.to_dict(), []) != key

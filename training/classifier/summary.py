@@ -33,7 +33,7 @@ def describe(workspace: Workspace, manifest: Manifest) -> StageOutputs | None:
     if (entry := manifest.files.get("report.md")) is not None:
         path = Path(workspace.resolve(entry.path))
         items["report"] = str(path)
-        markdown = path.read_text(encoding="utf-8")
+        markdown = str(path)
     if "label_disagrees" in manifest.counts:
         c = manifest.counts
         items["label check"] = (f"{c['label_agrees']} agree, {c['label_disagrees']} disagree, "
