@@ -53,11 +53,14 @@ def test_every_built_stage_has_a_valid_config_per_profile(stage: str, profile: s
 
 def test_torch_load_always_restricts_to_weights() -> None:
     pattern = re.compile(r"torch\.load\((?![^)]*weights_only\s*=\s*True)")
+    # A test may load unsafely in a throwaway subprocess to show that its trap is real; it says so on the line.
+    control = "# unsafe on purpose: the control"
     offenders = [
         str(p.relative_to(ROOT))
         for package in [*PACKAGES, "tests", "benchmarks"]
         for p in (ROOT / package).rglob("*.py")
-        if p != Path(__file__) and pattern.search(p.read_text(encoding="utf-8"))
+        if p != Path(__file__) and any(pattern.search(line) and not (package == "tests" and line.endswith(control))
+                                       for line in p.read_text(encoding="utf-8").splitlines())
     ]
     assert not offenders
 

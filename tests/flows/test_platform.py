@@ -86,7 +86,7 @@ def test_train_stylegan2_is_cached_across_a_new_sibling_module_and_reruns_on_its
         return statuses(done.stdout, ["train-stylegan2"])
 
     assert train() == {"train-stylegan2": "ran"}
-    new_stage = project / "training" / "classifier"
+    new_stage = project / "training" / "a_future_stage"
     new_stage.mkdir()
     (new_stage / "__init__.py").write_text('"""A new stage\'s folder: not train-stylegan2\'s code."""\n')
     (new_stage / "model.py").write_text("WIDTH = 64\n")
@@ -180,5 +180,5 @@ def _alive(pids: list[int]) -> list[int]:
 
 def test_the_copy_is_the_code_that_ran(project: Path) -> None:
     """The scenario ran the copy: its edit is there, the checkout is untouched."""
-    assert (project / "training" / "classifier" / "model.py").is_file()
-    assert not (PROJECT_ROOT / "training" / "classifier" / "model.py").exists()
+    assert (project / "training" / "a_future_stage" / "model.py").is_file()
+    assert not (PROJECT_ROOT / "training" / "a_future_stage" / "model.py").exists()
