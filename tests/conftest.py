@@ -121,3 +121,20 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.crawl_corpus import write_corpus
 
     return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_log_capture() -> Iterator[None]:
+    """Remove pytest capture handlers a test leaves on the root logger.
+
+    Dask's cluster set-up reconfigures logging while pytest's handler is attached, and pytest's teardown then
+    misses a copy: every later test would see each log record twice in `caplog`.
+    """
+    import logging
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    yield
+    for handler in list(root.handlers):
+        if handler not in before and type(handler).__name__ == "LogCaptureHandler":
+            root.removeHandler(handler)

@@ -17,7 +17,7 @@ from data_catalog.config import load_config
 from data_catalog.shards import ShardSample, encode_image, write_shards
 from data_catalog.workspace import Workspace
 from training.classifier.config import TrainClassifierConfig
-from training.classifier.data import TemplatePool, choose_attributes, make_composite
+from training.classifier.data import TemplatePool, make_composite
 from training.classifier.model import ATTRIBUTES
 
 VERSION = "v-faces"

@@ -7,7 +7,6 @@ from pathlib import Path
 import torch
 
 from data_catalog.config import load_config
-from data_catalog.manifest import Manifest
 from data_catalog.workspace import Workspace
 from tests.stage_kit import StageContract
 from tests.training.stylegan2.stylegan2_helpers import VERSION, toy_workspace
