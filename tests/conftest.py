@@ -124,17 +124,47 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _no_leftover_log_capture() -> Iterator[None]:
-    """Remove pytest capture handlers a test leaves on the root logger.
+def _no_duplicate_log_handlers() -> Iterator[None]:
+    """Keep each handler on the root logger once.
 
-    Dask's cluster set-up reconfigures logging while pytest's handler is attached, and pytest's teardown then
-    misses a copy: every later test would see each log record twice in `caplog`.
+    A test that reconfigures logging in-process (Prefect's or Dask's set-up) while pytest's capture handler is
+    attached can leave a second reference to that same handler object on the root logger; pytest attaches the
+    object again for each phase, and every later `caplog` would then see each record twice (seen in full runs).
     """
     import logging
 
     root = logging.getLogger()
-    before = list(root.handlers)
+    root.handlers[:] = list(dict.fromkeys(root.handlers))
     yield
-    for handler in list(root.handlers):
-        if handler not in before and type(handler).__name__ == "LogCaptureHandler":
-            root.removeHandler(handler)
+    root.handlers[:] = list(dict.fromkeys(root.handlers))
+
+
+@pytest.fixture
+def log_records() -> Iterator:
+    """`log_records("sdgan.train-toy")` -> the list that logger's records go to from now on (INFO and up).
+
+    A handler on the logger itself sees each record once, whatever other tests left on the root logger.
+    """
+    import logging
+
+    attached: list[tuple[logging.Logger, logging.Handler, int]] = []
+
+    class Collect(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.DEBUG)
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
+    def attach(name: str) -> list[logging.LogRecord]:
+        logger, handler = logging.getLogger(name), Collect()
+        attached.append((logger, handler, logger.level))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        return handler.records
+
+    yield attach
+    for logger, handler, level in attached:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -84,10 +84,10 @@ def make_loop(trainer: ToyTrainer, root: Path, total_kimg: float = 0.064, **kwar
                         checkpoint_extra={"dataset_version": "v-toy"}, **kwargs)
 
 
-def test_ticks_are_logged_at_the_configured_interval(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger=LOGGER)
+def test_ticks_are_logged_at_the_configured_interval(tmp_path: Path, log_records) -> None:
+    records = log_records(LOGGER)
     result = make_loop(ToyTrainer(), tmp_path / "run", tick_fields={"loss": "loss", "w": "weight"}).run()
-    lines = [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == logging.INFO]
+    lines = [r.getMessage() for r in records if r.levelno == logging.INFO]
     ticks = [line for line in lines if line.startswith("tick ")]
     # 64 images, 4 a step, a tick every 16 images: ticks 1-4 at steps 4, 8, 12, 16
     assert [re.match(r"tick (\d+)  kimg ([\d.]+)/0\.064  step (\d+)", t).groups() for t in ticks] == [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import logging
 import os
 import shutil
 import signal
@@ -50,8 +49,8 @@ def _comparable(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in ("sec_per_kimg", "memory_mb", "time")}
 
 
-def test_training_run_writes_every_run_file(workspace: Workspace, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="sdgan.train-stylegan2")
+def test_training_run_writes_every_run_file(workspace: Workspace, log_records) -> None:
+    records = log_records("sdgan.train-stylegan2")
     progress: list[tuple[float, str]] = []
     manifest = run(tiny_config(**{"schedule.tick_kimg": 0.04}), workspace,
                    progress=lambda fraction, line: progress.append((fraction, line)))
@@ -81,7 +80,7 @@ def test_training_run_writes_every_run_file(workspace: Workspace, caplog: pytest
     assert all("time" in r for r in stats)
 
     # Live progress: a tick line every 0.04 kimg through the stage's logger and the callback, then "done".
-    lines = [r.getMessage() for r in caplog.records if r.name == "sdgan.train-stylegan2"]
+    lines = [r.getMessage() for r in records]
     ticks = [line for line in lines if line.startswith("tick ")]
     assert [t.split("  ")[:3] for t in ticks] == [["tick 1", "kimg 0.040/0.080", "step 5"],
                                                   ["tick 2", "kimg 0.080/0.080", "step 10"]]
