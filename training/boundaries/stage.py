@@ -39,8 +39,7 @@ from training.boundaries.sampling import (
     sample,
 )
 from training.boundaries.svm import fit_boundary, project_boundary, signed_distance
-from training.common.device import select_device
-from training.common.distributed import DistContext, barrier, init_distributed
+from training.common.distributed import DistContext, barrier, setup_runtime
 from training.common.images import image_grid
 
 __all__ = ["MODELS_DIR", "STAGE", "FitBoundariesConfig", "basis_for", "run"]
@@ -205,13 +204,7 @@ def run(config: FitBoundariesConfig, workspace: Workspace, inputs: Sequence[Mani
     from training.classifier.scorer import AttributeScorer
     from training.stylegan2.handle import GeneratorHandle
 
-    device = select_device(config.runtime.device)
-    ctx = init_distributed(device.type)
-    if device.type == "cuda" and ctx.enabled:
-        device = torch.device("cuda", ctx.local_rank)
-        torch.cuda.set_device(device)
-    if config.runtime.threads:
-        torch.set_num_threads(config.runtime.threads)
+    device, ctx = setup_runtime(config.runtime.device, config.runtime.threads)
     generator_path, classifier_path, used = resolve_sources(config, workspace, inputs)
     generator_sha, classifier_sha = _file_digest(generator_path), _file_digest(classifier_path)
     key = resume_key(config, generator_sha, classifier_sha)

@@ -10,24 +10,20 @@ grid-val.png.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 from pathlib import Path
 
-import torch
 
 from data_catalog.loader import list_shards
 from data_catalog.manifest import Manifest
-from data_catalog.runs import stage_run
 from data_catalog.workspace import Workspace
 from training.classifier.config import TrainClassifierConfig
 from training.classifier.data import FaceSet, load_faces
 from training.classifier.report import (VERDICTS, build_report, label_check, label_check_markdown, report_markdown,
                                         write_json)
 from training.classifier.trainer import ClassifierTrainer
-from training.common.device import select_device
-from training.common.distributed import barrier, init_distributed
+from training.common.distributed import barrier, setup_runtime
 from training.common.loop import ProgressCallback, Schedule, TrainingLoop
 from training.common.resume import DatasetNotFound, plan_run
 
@@ -64,13 +60,7 @@ def run(config: TrainClassifierConfig, workspace: Workspace, inputs: list[Manife
     `progress(fraction, line)` is called on rank 0 at every tick and once at the end with 1.0; the same lines
     go to the logger `sdgan.train-classifier`.
     """
-    device = select_device(config.runtime.device)
-    ctx = init_distributed(device.type)
-    if device.type == "cuda" and ctx.enabled:
-        device = torch.device("cuda", ctx.local_rank)
-        torch.cuda.set_device(device)
-    if config.runtime.threads:
-        torch.set_num_threads(config.runtime.threads)
+    device, ctx = setup_runtime(config.runtime.device, config.runtime.threads)
     plan = plan_run(workspace, STAGE, MODELS_DIR, config, list(inputs), ctx, allowed_changes=RESUMABLE_CHANGES)
     folder = plan.folder
     res = config.model.resolution
@@ -78,9 +68,7 @@ def run(config: TrainClassifierConfig, workspace: Workspace, inputs: list[Manife
     train = load_faces(train_shards, res, 2 * res if config.data.composite_fraction > 0 else None,
                        config.data.num_workers)
 
-    bookkeeping = (stage_run(workspace, STAGE, config, [plan.producer] if plan.producer else [], run_id=plan.run_id)
-                   if ctx.is_main else contextlib.nullcontext())
-    with bookkeeping as run_ctx:
+    with plan.bookkeeping(workspace, STAGE, config, ctx) as run_ctx:
         trainer = ClassifierTrainer(config, train, device, ctx)
         if ctx.is_main and config.data.composite_fraction > 0 and not trainer.composites:
             log.warning("no clean faces with landmarks in the training split: training without composites")

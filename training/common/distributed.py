@@ -87,3 +87,18 @@ def barrier(ctx: DistContext) -> None:
     """Wait for every rank (a no-op in a single process), e.g. so nobody reads a checkpoint being written."""
     if ctx.enabled:
         dist.barrier()
+
+
+def setup_runtime(device_name: str, threads: int | None = None) -> tuple[torch.device, DistContext]:
+    """Every stage's first step: pick the device, join the torchrun group (if any), one GPU per local rank,
+    and the CPU thread count (`runtime.threads`; None or 0 keeps torch's default)."""
+    from training.common.device import select_device
+
+    device = select_device(device_name)
+    ctx = init_distributed(device.type)
+    if device.type == "cuda" and ctx.enabled:
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    return device, ctx

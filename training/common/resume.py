@@ -9,17 +9,19 @@ lets change (schedule, logging, runtime); all ranks of a torchrun job must agree
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch.distributed as dist
 
-from data_catalog.config import ConfigError
+from data_catalog.config import ConfigError, StageConfig
 from data_catalog.dataset import version_folder
 from data_catalog.manifest import Manifest
-from data_catalog.runs import new_run_id
+from data_catalog.runs import StageRun, new_run_id, stage_run
 from data_catalog.workspace import Workspace
 from training.common.distributed import DistContext, barrier
 from training.common.run_folder import RunFolder
@@ -120,6 +122,13 @@ class RunPlan:
     def is_new_folder(self) -> bool:
         """True until the run folder has its config.json (a fresh run, or a checkpoint from elsewhere)."""
         return not (self.folder.root / CONFIG_FILE).is_file()
+
+    def bookkeeping(self, workspace: Workspace, stage: str, config: StageConfig,
+                    ctx: DistContext) -> AbstractContextManager[StageRun | None]:
+        """The catalog run on rank 0 (input: the shard run that wrote the dataset); nothing on other ranks."""
+        if not ctx.is_main:
+            return contextlib.nullcontext()
+        return stage_run(workspace, stage, config, [self.producer] if self.producer else [], run_id=self.run_id)
 
     def write_dataset_record(self, split: str, shards: Sequence[Path]) -> Path:
         """dataset.json: the version, split and shards trained on, and the shard run that wrote them."""

@@ -8,7 +8,6 @@ this module wires StyleGAN2's trainer, data stream and FID hook into them.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,10 +16,8 @@ import torch.distributed as dist
 
 from data_catalog.loader import list_shards, make_loader, to_float_images
 from data_catalog.manifest import Manifest
-from data_catalog.runs import stage_run
 from data_catalog.workspace import Workspace
-from training.common.device import select_device
-from training.common.distributed import barrier, init_distributed
+from training.common.distributed import barrier, setup_runtime
 from training.common.loop import PeriodicHook, ProgressCallback, Schedule, TrainingLoop
 from training.common.resume import DatasetNotFound, plan_run
 from training.common.run_folder import RunFolder
@@ -108,20 +105,12 @@ def run(config: TrainStyleGAN2Config, workspace: Workspace, inputs: list[Manifes
     `progress(fraction, line)` is called on rank 0 at every tick (`schedule.tick_kimg`) and once at the end
     with 1.0; the same lines go to the logger `sdgan.train-stylegan2`.
     """
-    device = select_device(config.runtime.device)
-    ctx = init_distributed(device.type)
-    if device.type == "cuda" and ctx.enabled:
-        device = torch.device("cuda", ctx.local_rank)
-        torch.cuda.set_device(device)
-    if config.runtime.threads:
-        torch.set_num_threads(config.runtime.threads)
+    device, ctx = setup_runtime(config.runtime.device, config.runtime.threads)
     plan = plan_run(workspace, STAGE, MODELS_DIR, config, list(inputs), ctx, allowed_changes=RESUMABLE_CHANGES)
     shards = list_shards(plan.dataset_folder, config.data.split)
     folder = plan.folder
 
-    bookkeeping = (stage_run(workspace, STAGE, config, [plan.producer] if plan.producer else [], run_id=plan.run_id)
-                   if ctx.is_main else contextlib.nullcontext())
-    with bookkeeping as run_ctx:
+    with plan.bookkeeping(workspace, STAGE, config, ctx) as run_ctx:
         trainer = StyleGAN2Trainer(config, device, ctx)
         fid_hook = make_fid_hook(config, folder, shards, plan.dataset_version)
         hooks = [PeriodicHook("fid", config.fid.every_kimg, lambda t: {"fid": fid_hook(t)})] if fid_hook else []

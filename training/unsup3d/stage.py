@@ -9,7 +9,6 @@ face as a vertex-coloured `.obj` mesh, and a yaw animation (GIF) of its canonica
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 from pathlib import Path
@@ -21,10 +20,8 @@ from PIL import Image
 from data_catalog.atomic import atomic_write_bytes
 from data_catalog.loader import list_shards
 from data_catalog.manifest import Manifest
-from data_catalog.runs import stage_run
 from data_catalog.workspace import Workspace
-from training.common.device import select_device
-from training.common.distributed import barrier, init_distributed
+from training.common.distributed import barrier, setup_runtime
 from training.common.images import to_uint8
 from training.common.loop import ProgressCallback, Schedule, TrainingLoop
 from training.common.resume import DatasetNotFound, plan_run
@@ -105,20 +102,12 @@ def run(config: TrainUnsup3dConfig, workspace: Workspace, inputs: list[Manifest]
     `progress(fraction, line)` is called on rank 0 at every tick and once at the end; the same lines go to
     the logger `sdgan.train-unsup3d`.
     """
-    device = select_device(config.runtime.device)
-    ctx = init_distributed(device.type)
-    if device.type == "cuda" and ctx.enabled:
-        device = torch.device("cuda", ctx.local_rank)
-        torch.cuda.set_device(device)
-    if config.runtime.threads:
-        torch.set_num_threads(config.runtime.threads)
+    device, ctx = setup_runtime(config.runtime.device, config.runtime.threads)
     plan = plan_run(workspace, STAGE, MODELS_DIR, config, list(inputs), ctx, allowed_changes=RESUMABLE_CHANGES)
     shards = list_shards(plan.dataset_folder, config.data.split)
     folder = plan.folder
 
-    bookkeeping = (stage_run(workspace, STAGE, config, [plan.producer] if plan.producer else [], run_id=plan.run_id)
-                   if ctx.is_main else contextlib.nullcontext())
-    with bookkeeping as run_ctx:
+    with plan.bookkeeping(workspace, STAGE, config, ctx) as run_ctx:
         faces = load_faces(shards, config.model.size, config.data.num_workers)
         trainer = Unsup3dTrainer(config, faces, device, ctx)
         loop = TrainingLoop(trainer, folder, _schedule(config), lambda: iter(lambda: None, 0), name=STAGE,
