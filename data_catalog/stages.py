@@ -149,6 +149,12 @@ def load_reference(reference: str) -> Callable[..., Any]:
     return functools.reduce(getattr, name.split("."), importlib.import_module(module))
 
 
+# The shortcuts of every trainer on training/common (its resume helpers give them the same meaning).
+TRAINER_OPTIONS = (
+    Option("dataset", str | None, "dataset version id (default: the version of the current shard run)", key="dataset"),
+    Option("resume", str | None, "continue a run: run id, run folder or checkpoint (.pt); a .pt outside a run folder "
+           "starts a new run folder from its weights", key="resume", path="if_exists"),
+)
 _STYLEGAN2_CODE = ("data_catalog", "training/__init__.py", "training/common", "training/stylegan2")
 
 STAGES: dict[str, StageSpec] = {
@@ -205,12 +211,7 @@ STAGES: dict[str, StageSpec] = {
             module="training.stylegan2.stage",
             config_class="TrainStyleGAN2Config",
             code=_STYLEGAN2_CODE,
-            options=(
-                Option("dataset", str | None, "dataset version id (default: the version of the current shard run)",
-                       key="dataset"),
-                Option("resume", str | None, "continue a run: run id, run folder or checkpoint (.pt); a .pt outside "
-                       "a run folder starts a new run folder from its weights", key="resume", path="if_exists"),
-            ),
+            options=TRAINER_OPTIONS,
             describe="training.stylegan2.summary:describe",
             cli="direct",
             cli_help="train (or resume) StyleGAN2 on a dataset version in this process (no Prefect; torchrun-ready)",
@@ -222,12 +223,7 @@ STAGES: dict[str, StageSpec] = {
             module="training.classifier.stage",
             config_class="TrainClassifierConfig",
             code=("data_catalog", "alignment", "training/__init__.py", "training/common", "training/classifier"),
-            options=(
-                Option("dataset", str | None, "dataset version id (default: the version of the current shard run)",
-                       key="dataset"),
-                Option("resume", str | None, "continue a run: run id, run folder or checkpoint (.pt)", key="resume",
-                       path="if_exists"),
-            ),
+            options=TRAINER_OPTIONS,
             describe="training.classifier.summary:describe",
             cli="direct",
             cli_help="train (or resume) the attribute classifier on a dataset version in this process (torchrun-ready)",
@@ -258,12 +254,7 @@ STAGES: dict[str, StageSpec] = {
             module="training.unsup3d.stage",
             config_class="TrainUnsup3dConfig",
             code=("data_catalog", "alignment", "training/__init__.py", "training/common", "training/unsup3d"),
-            options=(
-                Option("dataset", str | None, "dataset version id (default: the version of the current shard run)",
-                       key="dataset"),
-                Option("resume", str | None, "continue a run: run id, run folder or checkpoint (.pt)", key="resume",
-                       path="if_exists"),
-            ),
+            options=TRAINER_OPTIONS,
             describe="training.unsup3d.summary:describe",
             cli="direct",
             cli_help="train (or resume) Unsup3d on a dataset version in this process (torchrun-ready)",

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from data_catalog.config import ConfigModel, StageConfig
+from training.common.config import RuntimeConfig
 from training.classifier.model import ATTRIBUTES
 
 
@@ -75,12 +76,6 @@ class LabelCheckConfig(ConfigModel):
 
 class ReportConfig(ConfigModel):
     grid_faces: int = Field(default=8, ge=1)  # most confident and most confused val faces in the grid
-
-
-class RuntimeConfig(ConfigModel):
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    seed: int = 0
-    threads: int | None = Field(default=None, ge=1)  # torch CPU threads
 
 
 class TrainClassifierConfig(StageConfig):

@@ -75,11 +75,7 @@ def run(config: TrainClassifierConfig, workspace: Workspace, inputs: list[Manife
         loop = TrainingLoop(trainer, folder, _schedule(config), lambda: itertools.repeat(None), name=STAGE,
                             checkpoint_extra={"dataset_version": plan.dataset_version}, tick_fields=TICK_FIELDS,
                             progress=progress)
-        if plan.resume_from is not None:
-            loop.resume(plan.resume_from)
-        if ctx.is_main and plan.is_new_folder:
-            config.save(folder.root)
-            plan.write_dataset_record(config.data.split, train_shards)
+        plan.start(loop, config, config.data.split, train_shards, ctx)
         result = loop.run()
         if run_ctx is not None:
             _finish(config, plan, trainer, train, result, run_ctx)
@@ -120,9 +116,9 @@ def _finish(config: TrainClassifierConfig, plan, trainer: ClassifierTrainer, tra
         counts.update({f"label_{v}": int(verdict_counts[v]) for v in VERDICTS})
     write_json(folder / "report.json", report)
     (folder / "report.md").write_text(report_markdown(report), encoding="utf-8")
-    for name in ("config.json", "dataset.json", "report.json", "report.md"):
+    plan.record_run_files(run_ctx)
+    for name in ("report.json", "report.md"):
         run_ctx.add_file(name, folder / name)
-    run_ctx.add_file("stats.jsonl", folder / "stats.jsonl", volatile=True)
     run_ctx.add_file("checkpoint", scorer_path)
     run_ctx.add_file("training_checkpoint", trainer_checkpoint(plan))
     if (folder / "grid-val.png").is_file():

@@ -7,7 +7,6 @@ function of the step alone, so a resumed run continues bit-for-bit (on the same 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,13 +22,9 @@ from training.classifier.model import ATTRIBUTES, build_classifier
 from training.classifier.scorer import AttributeScorer
 from training.common.checkpoint import CheckpointError, load_state_strict
 from training.common.distributed import DistContext, average_gradients, average_tensor, broadcast_module
+from training.common.seeding import step_seed
 
 StepStats = dict[str, torch.Tensor | float]
-
-
-def step_seed(seed: int, rank: int, step: int) -> int:
-    digest = hashlib.sha256(f"classifier:{seed}:{rank}:{step}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 @dataclass
@@ -51,10 +46,7 @@ class ClassifierTrainer:
         self.config = config
         self.ctx = ctx or DistContext()
         self.device = torch.device(device)
-        if config.optim.batch % self.ctx.world_size:
-            raise ValueError(f"optim.batch={config.optim.batch} must be divisible by the world size "
-                             f"{self.ctx.world_size}")
-        self.local_batch = config.optim.batch // self.ctx.world_size
+        self.local_batch = self.ctx.local_batch(config.optim.batch)
         if not len(faces):
             raise ValueError("the training split holds no samples")
         self.faces = faces
@@ -78,7 +70,7 @@ class ClassifierTrainer:
     def draw_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """(float images in [-1, 1] on the device, [B, A] targets, number of composites) for `step`."""
         cfg = self.config.data
-        seed = step_seed(self.config.runtime.seed, self.ctx.rank, step)
+        seed = step_seed("classifier", self.config.runtime.seed, self.ctx.rank, step)
         gen = torch.Generator().manual_seed(seed)
         rng = np.random.default_rng(seed)
         n_comp = round(cfg.composite_fraction * self.local_batch) if self.composites else 0

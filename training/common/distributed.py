@@ -34,6 +34,12 @@ class DistContext:
     def enabled(self) -> bool:
         return self.world_size > 1
 
+    def local_batch(self, batch: int, name: str = "optim.batch") -> int:
+        """This rank's share of a global batch, which must split evenly over the ranks."""
+        if batch % self.world_size:
+            raise ValueError(f"{name}={batch} must be divisible by the world size {self.world_size}")
+        return batch // self.world_size
+
 
 def init_distributed(device_type: str) -> DistContext:
     """Join torchrun's process group when WORLD_SIZE > 1 (NCCL on CUDA, gloo on CPU); else a single process."""

@@ -24,6 +24,7 @@ from data_catalog.manifest import Manifest
 from data_catalog.runs import StageRun, new_run_id, stage_run
 from data_catalog.workspace import Workspace
 from training.common.distributed import DistContext, barrier
+from training.common.loop import TrainingLoop
 from training.common.run_folder import RunFolder
 
 CONFIG_FILE = "config.json"
@@ -129,6 +130,30 @@ class RunPlan:
         if not ctx.is_main:
             return contextlib.nullcontext()
         return stage_run(workspace, stage, config, [self.producer] if self.producer else [], run_id=self.run_id)
+
+    def start(self, loop: TrainingLoop, config: StageConfig, split: str, shards: Sequence[Path],
+              ctx: DistContext) -> None:
+        """Restore the checkpoint being resumed; a new run folder gets config.json and dataset.json (rank 0)."""
+        if self.resume_from is not None:
+            loop.resume(self.resume_from)
+        if ctx.is_main and self.is_new_folder:
+            config.save(self.folder.root)
+            self.write_dataset_record(split, shards)
+
+    def record_run_files(self, run_ctx: StageRun) -> None:
+        """config.json and dataset.json, and stats.jsonl as volatile (its timings differ from run to run)."""
+        for name in (CONFIG_FILE, DATASET_FILE):
+            run_ctx.add_file(name, self.folder.root / name)
+        run_ctx.add_file("stats.jsonl", self.folder.stats_path, volatile=True)
+
+    def record_training(self, run_ctx: StageRun, loop: TrainingLoop, result: dict[str, Any]) -> None:
+        """The run files, the final checkpoint, the newest sample grid, and steps / images seen / kimg."""
+        self.record_run_files(run_ctx)
+        run_ctx.add_file("checkpoint", loop.final_checkpoint)
+        grids = sorted(self.folder.grids.glob("fakes-*.png"))
+        if grids:
+            run_ctx.add_file("grid", grids[-1])
+        run_ctx.manifest.counts.update({k: result[k] for k in ("steps", "images_seen", "kimg")})
 
     def write_dataset_record(self, split: str, shards: Sequence[Path]) -> Path:
         """dataset.json: the version, split and shards trained on, and the shard run that wrote them."""

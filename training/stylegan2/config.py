@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from data_catalog.config import ConfigModel, StageConfig
+from training.common.config import RuntimeConfig as CommonRuntimeConfig
 
 
 class ModelConfig(ConfigModel):
@@ -88,12 +89,9 @@ class FidConfig(ConfigModel):
     batch: int = Field(default=32, ge=1)
 
 
-class RuntimeConfig(ConfigModel):
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+class RuntimeConfig(CommonRuntimeConfig):
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     compile: bool = False  # torch.compile G and D
-    seed: int = 0
-    threads: int | None = Field(default=None, ge=1)  # torch CPU threads
 
 
 class TrainStyleGAN2Config(StageConfig):

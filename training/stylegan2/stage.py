@@ -117,22 +117,10 @@ def run(config: TrainStyleGAN2Config, workspace: Workspace, inputs: list[Manifes
         loop = TrainingLoop(trainer, folder, _schedule(config), lambda: _batches(trainer, shards), name=STAGE,
                             hooks=hooks, checkpoint_extra={"dataset_version": plan.dataset_version},
                             tick_fields=TICK_FIELDS, progress=progress, allowed_globals=ALLOWED_GLOBALS)
-        if plan.resume_from is not None:
-            loop.resume(plan.resume_from)
-        if ctx.is_main and plan.is_new_folder:
-            config.save(folder.root)
-            plan.write_dataset_record(config.data.split, shards)
+        plan.start(loop, config, config.data.split, shards, ctx)
         result = loop.run()
         if run_ctx is not None:
-            for name in ("config.json", "dataset.json"):
-                run_ctx.add_file(name, folder.root / name)
-            run_ctx.add_file("stats.jsonl", folder.root / "stats.jsonl", volatile=True)  # timings differ per run
-            run_ctx.add_file("checkpoint", loop.final_checkpoint)
-            grids = sorted(folder.grids.glob("fakes-*.png"))
-            if grids:
-                run_ctx.add_file("grid", grids[-1])
-            run_ctx.manifest.counts.update({"steps": result["steps"], "images_seen": result["images_seen"],
-                                            "kimg": result["kimg"]})
+            plan.record_training(run_ctx, loop, result)
     # Every rank leaves together: a rank that tears its process group down while rank 0 still books the run
     # can abort gloo's connection threads ("terminate called without an active exception").
     barrier(ctx)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import hashlib
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ from torch import nn
 from data_catalog.loader import to_float_images
 from training.common.checkpoint import CheckpointError, load_state_strict
 from training.common.distributed import DistContext, average_gradients, average_tensor, broadcast_module
+from training.common.seeding import step_seed
 from training.stylegan2.augment import AdaptiveAugment
 from training.stylegan2.config import TrainStyleGAN2Config
 from training.stylegan2.data import fit_resolution
@@ -43,11 +43,6 @@ from training.stylegan2.samples import generate_images, seeded_z
 # A step's statistics: detached tensors on the device (reading one, `float(...)`, waits for the GPU, so
 # the training loop does it when it logs, not in every step), and ADA's p as a float.
 StepStats = dict[str, torch.Tensor | float]
-
-
-def step_seed(seed: int, rank: int, step: int) -> int:
-    digest = hashlib.sha256(f"stylegan2:{seed}:{rank}:{step}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 @dataclass
@@ -76,9 +71,7 @@ class StyleGAN2Trainer:
         self.ctx = ctx or DistContext()
         self.device = torch.device(device)
         optim, loss = config.optim, config.loss
-        if optim.batch % self.ctx.world_size:
-            raise ValueError(f"optim.batch={optim.batch} must be divisible by the world size {self.ctx.world_size}")
-        self.local_batch = optim.batch // self.ctx.world_size
+        self.local_batch = self.ctx.local_batch(optim.batch)
         torch.manual_seed(config.runtime.seed)  # the same initial weights on every rank (then broadcast anyway)
         self.g = Generator(**config.model.generator_kwargs()).to(self.device)
         self.d = Discriminator(**config.model.discriminator_kwargs()).to(self.device)
@@ -183,7 +176,7 @@ class StyleGAN2Trainer:
     def step(self, real: torch.Tensor) -> StepStats:
         """One iteration on this rank's batch of real images in [-1, 1]; returns its losses."""
         state, cfg = self.state, self.config.loss
-        seed = step_seed(self.config.runtime.seed, self.ctx.rank, state.step)
+        seed = step_seed("stylegan2", self.config.runtime.seed, self.ctx.rank, state.step)
         torch.manual_seed(seed)
         random.seed(seed)
         real = self.prepare_real(real)

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from data_catalog.config import ConfigModel, StageConfig
+from training.common.config import RuntimeConfig
 
 
 class ModelConfig(ConfigModel):
@@ -85,12 +86,6 @@ class ScheduleConfig(ConfigModel):
 
 class PerceptualConfig(ConfigModel):
     vgg16: str | None = None  # VGG16 weights: torchvision state dict (features.N.*) or TorchScript; None: off
-
-
-class RuntimeConfig(ConfigModel):
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    seed: int = 0
-    threads: int | None = Field(default=None, ge=1)  # torch CPU threads
 
 
 class TrainUnsup3dConfig(StageConfig):

@@ -113,24 +113,12 @@ def run(config: TrainUnsup3dConfig, workspace: Workspace, inputs: list[Manifest]
         loop = TrainingLoop(trainer, folder, _schedule(config), lambda: iter(lambda: None, 0), name=STAGE,
                             checkpoint_extra={"dataset_version": plan.dataset_version}, tick_fields=TICK_FIELDS,
                             progress=progress)
-        if plan.resume_from is not None:
-            loop.resume(plan.resume_from)
-        if ctx.is_main and plan.is_new_folder:
-            config.save(folder.root)
-            plan.write_dataset_record(config.data.split, shards)
+        plan.start(loop, config, config.data.split, shards, ctx)
         result = loop.run()
         if run_ctx is not None:
-            exports = export_views(trainer, folder.root / "exports")
-            for name in ("config.json", "dataset.json"):
-                run_ctx.add_file(name, folder.root / name)
-            run_ctx.add_file("stats.jsonl", folder.root / "stats.jsonl", volatile=True)  # timings differ per run
-            run_ctx.add_file("checkpoint", loop.final_checkpoint)
-            grids = sorted(folder.grids.glob("fakes-*.png"))
-            if grids:
-                run_ctx.add_file("grid", grids[-1])
-            for name, path in exports.items():
+            plan.record_training(run_ctx, loop, result)
+            for name, path in export_views(trainer, folder.root / "exports").items():
                 run_ctx.add_file(name, path)
-            run_ctx.manifest.counts.update({"steps": result["steps"], "images_seen": result["images_seen"],
-                                            "kimg": result["kimg"], "faces": len(faces)})
+            run_ctx.count("faces", len(faces))
     barrier(ctx)
     return run_ctx.manifest if run_ctx is not None else None

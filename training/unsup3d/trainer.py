@@ -12,7 +12,6 @@ writes the same layout), so a checkpoint of this trainer loads wherever an offic
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,18 +25,14 @@ from torch import nn
 from data_catalog.loader import make_loader, to_float_images
 from training.common.checkpoint import CheckpointError, load_state_strict
 from training.common.distributed import DistContext, average_gradients, average_tensor, broadcast_module
+from training.common.seeding import step_seed
 from training.unsup3d.config import TrainUnsup3dConfig
 from training.unsup3d.model import PhotoGeoAutoencoder, build_networks, load_vgg16
 
-__all__ = ["TrainState", "Unsup3dTrainer", "checkpoint_dict", "load_faces", "step_seed"]
+__all__ = ["TrainState", "Unsup3dTrainer", "checkpoint_dict", "load_faces"]
 
 log = logging.getLogger("sdgan.train-unsup3d")
 SDGAN_KEY = "sdgan"  # as training.unsup3d.checkpoint
-
-
-def step_seed(seed: int, rank: int, step: int, what: str = "step") -> int:
-    digest = hashlib.sha256(f"unsup3d:{what}:{seed}:{rank}:{step}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -90,12 +85,9 @@ class Unsup3dTrainer:
         self.config = config
         self.ctx = ctx or DistContext()
         self.device = torch.device(device)
-        if config.optim.batch % self.ctx.world_size:
-            raise ValueError(f"optim.batch={config.optim.batch} must be divisible by the world size "
-                             f"{self.ctx.world_size}")
+        self.local_batch = self.ctx.local_batch(config.optim.batch)
         if not len(faces):
             raise ValueError("the training split holds no samples")
-        self.local_batch = config.optim.batch // self.ctx.world_size
         self.faces = faces
         if perceptual is None and config.perceptual.vgg16:
             perceptual = load_vgg16(config.perceptual.vgg16)
@@ -114,7 +106,7 @@ class Unsup3dTrainer:
         for net in self.nets.values():
             broadcast_module(net, self.ctx)
         self.state = TrainState()
-        gen = torch.Generator().manual_seed(step_seed(config.runtime.seed, 0, 0, "grid"))
+        gen = torch.Generator().manual_seed(step_seed("unsup3d:grid", config.runtime.seed, 0, 0))
         count = min(config.schedule.grid_seeds, len(faces))
         self.grid_index = torch.randperm(len(faces), generator=gen)[:count]
         self._perm: tuple[int, torch.Tensor] | None = None
@@ -122,7 +114,7 @@ class Unsup3dTrainer:
     # ------------------------------------------------------------------ batches
     def _permutation(self, epoch: int) -> torch.Tensor:
         if self._perm is None or self._perm[0] != epoch:
-            gen = torch.Generator().manual_seed(step_seed(self.config.runtime.seed, 0, epoch, "epoch"))
+            gen = torch.Generator().manual_seed(step_seed("unsup3d:epoch", self.config.runtime.seed, 0, epoch))
             self._perm = (epoch, torch.randperm(len(self.faces), generator=gen))
         return self._perm[1]
 
@@ -142,7 +134,7 @@ class Unsup3dTrainer:
         """Float images in [-1, 1] on the device for `step` (randomly x-flipped when data.xflip)."""
         images = to_float_images(self.faces[self.batch_indices(step)]).to(self.device)
         if self.config.data.xflip:
-            gen = torch.Generator().manual_seed(step_seed(self.config.runtime.seed, self.ctx.rank, step))
+            gen = torch.Generator().manual_seed(step_seed("unsup3d:step", self.config.runtime.seed, self.ctx.rank, step))
             flip = (torch.rand(images.shape[0], generator=gen) < 0.5).to(self.device)
             images = torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
         return images.contiguous()
