@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from crawling.corpus_builders import check_allowed
 from crawling.plan import QueryPlan, load_plan
 from data_catalog.config import ConfigModel, StageConfig, default_config_dir
 
@@ -76,20 +77,16 @@ class EmulatorConfig(ConfigModel):
     # by an http.host_aliases entry at run time: the same corpus gives the same URLs whatever port was free.
     # null: record the real loopback URLs (they change with the port, so nothing built on them is reproducible).
     public_url: str | None = EMULATOR_PUBLIC_URL
-    # "package.module:function" called as function(corpus_path, **corpus_options) before serving; a reference,
-    # not an import, because the builder may live in a package crawling must not import (the demo's: alignment).
+    # The name of an allowed builder (crawling/corpus_builders.py: the project's `demo`, other entry points of
+    # group sdgan.corpus_builders, or registered in-process), called as builder(corpus_path, **corpus_options)
+    # before serving. A name, never a 'module:function': a config value must not choose which code runs.
     corpus_builder: str | None = None
     corpus_options: dict[str, Any] = {}
 
     @field_validator("corpus_builder")
     @classmethod
-    def _builder_reference(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        parts = value.split(":")
-        if len(parts) != 2 or not all(p and all(n.isidentifier() for n in p.split(".")) for p in parts):
-            raise ValueError(f"corpus_builder must look like 'package.module:function', got {value!r}")
-        return value
+    def _allowed_builder(cls, value: str | None) -> str | None:
+        return value if value is None else check_allowed(value)
 
     @field_validator("public_url")
     @classmethod

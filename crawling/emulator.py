@@ -237,9 +237,14 @@ def _param(params: dict[str, list[str]], name: str) -> str:
 
 
 class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer that does not print tracebacks when a client goes away."""
+    """ThreadingHTTPServer that does not print tracebacks when a client goes away.
+
+    socketserver listens with a backlog of 5: with more concurrent clients than that (a crawl runs 16
+    download threads, each opening a connection per image since responses end the connection) the kernel
+    drops SYNs, and each dropped one stalls its client for the 1 s SYN retransmit timeout."""
 
     daemon_threads = True
+    request_queue_size = 128
     emulator: SearchEmulator
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -742,6 +747,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {engine:<11} {endpoint}")
         if faults:
             print(f"  faults: {', '.join(faults)}")
+            keywords = {k for im in emulator.images for k in (im.keywords or ("",))}
+            longest = max((len(emulator.results(k)) for k in keywords), default=len(faults))
+            print(f"  a query's {len(faults)} fault results come after its matching images: set the crawl's "
+                  f"max_per_query to at least matching + {len(faults)} ({longest} reaches them for every keyword "
+                  "of this corpus)")
         print("Ctrl-C to stop", flush=True)
         try:
             while True:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from crawling.config import EmulatorConfig
+from crawling.corpus_builders import resolve_builder
 from crawling.emulator import SearchEmulator
 from data_catalog.workspace import Workspace
 
@@ -16,23 +15,6 @@ from data_catalog.workspace import Workspace
 def corpus_path(config: EmulatorConfig, workspace: Workspace) -> Path:
     path = Path(config.corpus).expanduser()
     return path if path.is_absolute() else workspace.root / path
-
-
-def resolve_builder(reference: str) -> Callable[..., object]:
-    """The function a "module:function" reference names, imported at run time so that crawling never imports
-    the package that builds the corpus (the demo's builder lives in alignment)."""
-    module_name, _, qualname = reference.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"corpus_builder {reference!r}: cannot import module {module_name!r} ({exc})") from exc
-    try:
-        builder = functools.reduce(getattr, qualname.split("."), module)
-    except AttributeError as exc:
-        raise ValueError(f"corpus_builder {reference!r}: module {module_name!r} has no {qualname!r}") from exc
-    if not callable(builder):
-        raise ValueError(f"corpus_builder {reference!r} is not callable")
-    return builder
 
 
 @contextmanager

@@ -9,23 +9,119 @@ aliases (curl's --resolve: a host name connects to another address while URLs ke
 from __future__ import annotations
 
 import email.utils
+import http.client
+import io
+import socket
 import threading
 import time
 import urllib.robotparser
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ReadTimeoutError
+from urllib3.poolmanager import PoolManager
 
 from crawling.config import HttpConfig, split_host_port
 from data_catalog.optout import OptOutRegistry
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 DEFAULT_PORTS = {"http": 80, "https": 443}
+
+# The monotonic time by which the response being read in this thread must be complete (None: no total limit).
+# A context variable because requests gives no way to hand a value to the connection that reads the response.
+_DEADLINE: ContextVar[float | None] = ContextVar("sdgan_http_deadline", default=None)
+
+
+@contextmanager
+def response_deadline(seconds: float) -> Iterator[float]:
+    """Every response read in this block, status line to last byte, ends within `seconds` of entering it.
+
+    A socket timeout only bounds the silence between two reads, so a server that sends a byte every half
+    second would hold a worker for as long as it likes; this bounds the whole exchange."""
+    deadline = time.monotonic() + seconds
+    token = _DEADLINE.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _DEADLINE.reset(token)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """One response's socket reads, each with its timeout cut to the time left before the deadline.
+
+    It sits under http.client's buffer, so it sees every recv (status line, headers, body, chunk sizes);
+    a read that would end after the deadline raises the socket timeout urllib3 turns into ReadTimeoutError."""
+
+    def __init__(self, raw: io.RawIOBase, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._raw, self._sock, self._deadline = raw, sock, deadline
+        self._silence = sock.gettimeout()  # the read timeout urllib3 set: the longest silence between bytes
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("total timeout exceeded")
+        self._sock.settimeout(left if self._silence is None else min(self._silence, left))
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class _DeadlineSocket:
+    """What http.client.HTTPResponse is given instead of the socket: it only calls makefile('rb')."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock, self._deadline = sock, deadline
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        # An unbuffered makefile counts as a reference, so the socket stays open while the body is read
+        # even after http.client closes the connection of a 'Connection: close' response.
+        raw = self._sock.makefile(mode, buffering=0)
+        return io.BufferedReader(_DeadlineReader(raw, self._sock, self._deadline))
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        deadline = _DEADLINE.get()
+        super().__init__(sock if deadline is None else _DeadlineSocket(sock, deadline), *args, **kwargs)
+
+
+class _DeadlineHTTPConnection(HTTPConnection):
+    response_class = _DeadlineResponse
+
+
+class _DeadlineHTTPSConnection(HTTPSConnection):
+    response_class = _DeadlineResponse
+
+
+class _DeadlineHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _DeadlineHTTPConnection
+
+
+class _DeadlineHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
+def _use_deadline_pools(manager: PoolManager) -> None:
+    """Swap urllib3's stock pools for ones whose responses honour `response_deadline` (SOCKS pools stay)."""
+    stock = {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}
+    ours = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
+    manager.pool_classes_by_scheme = {scheme: ours[scheme] if cls is stock.get(scheme) else cls
+                                      for scheme, cls in manager.pool_classes_by_scheme.items()}
 
 
 class HostAliasAdapter(HTTPAdapter):
@@ -35,6 +131,7 @@ class HostAliasAdapter(HTTPAdapter):
     public name; only the TCP connection goes elsewhere. That is what lets the crawl record port-free URLs
     for the loopback emulator (`http://search-emulator.invalid/...`) whose real port changes every run.
     Keys are "host" or "host:port", values "address:port" or "address" (then the URL's port is kept).
+    Its connections also honour `response_deadline`, which is how `http.total_timeout` holds.
     """
 
     def __init__(self, aliases: Mapping[str, str], **kwargs: Any) -> None:
@@ -43,6 +140,15 @@ class HostAliasAdapter(HTTPAdapter):
             host, port = split_host_port(key)
             self.aliases[host if port is None else f"{host}:{port}"] = split_host_port(value)
         super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        _use_deadline_pools(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        _use_deadline_pools(manager)
+        return manager
 
     def target(self, url: str | None) -> tuple[str, int] | None:
         """(address, port) to connect to for `url`, or None when its host is not aliased."""
@@ -177,10 +283,8 @@ class PoliteClient:
                 parser = urllib.robotparser.RobotFileParser()
                 robots_url = f"{parts.scheme}://{parts.netloc}/robots.txt"
                 try:
-                    with self._slot(url):
-                        response = self.session.get(
-                            robots_url, timeout=(self.config.connect_timeout, self.config.read_timeout)
-                        )
+                    with self._slot(url), response_deadline(self.config.total_timeout):
+                        response = self.session.get(robots_url, timeout=self._timeouts())
                     if response.status_code >= 500:
                         parser.disallow_all = True
                     elif response.status_code >= 400:
@@ -242,8 +346,10 @@ class PoliteClient:
                 last = Response("failed", "too_many_redirects", url)
             except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
                 last = Response("failed", "truncated", url)
-            except requests.exceptions.ConnectionError:
-                last = Response("failed", "connection_error", url)
+            except requests.exceptions.ConnectionError as exc:
+                # requests reports a read timeout in the body as a ConnectionError wrapping urllib3's.
+                timed_out = bool(exc.args) and isinstance(exc.args[0], ReadTimeoutError)
+                last = Response("failed", "timeout" if timed_out else "connection_error", url)
             except requests.exceptions.RequestException as exc:
                 last = Response("failed", f"request_error:{type(exc).__name__}", url)
             last.attempts = attempts
@@ -266,11 +372,20 @@ class PoliteClient:
             last.reason = f"http_{last.http_status}"
         return last
 
-    def _get_once(self, url: str, headers: dict[str, str] | None, image: bool, params: dict | None) -> Response:
+    def _timeouts(self) -> tuple[float, float]:
+        """(connect, read) socket timeouts, neither longer than the total the whole response gets."""
         cfg = self.config
-        started = time.monotonic()
+        return min(cfg.connect_timeout, cfg.total_timeout), min(cfg.read_timeout, cfg.total_timeout)
+
+    def _get_once(self, url: str, headers: dict[str, str] | None, image: bool, params: dict | None) -> Response:
+        with response_deadline(self.config.total_timeout) as deadline:
+            return self._get_within(url, headers, image, params, deadline)
+
+    def _get_within(self, url: str, headers: dict[str, str] | None, image: bool, params: dict | None,
+                    deadline: float) -> Response:
+        cfg = self.config
         with self.session.get(url, headers=headers, params=params, stream=True, allow_redirects=False,
-                              timeout=(cfg.connect_timeout, cfg.read_timeout)) as response:
+                              timeout=self._timeouts()) as response:
             status = response.status_code
             kept = {k.lower(): v for k, v in response.headers.items() if k.lower() in ("retry-after", "content-type", "x-robots-tag", "location")}
             if 300 <= status < 400 and status != 304 and response.headers.get("Location"):
@@ -294,7 +409,7 @@ class PoliteClient:
                 size += len(chunk)
                 if size > cfg.max_bytes:
                     return Response("failed", "too_large", url, status, content_type, headers=kept)
-                if time.monotonic() - started > cfg.total_timeout:
+                if time.monotonic() > deadline:
                     return Response("failed", "timeout", url, status, content_type, headers=kept)
                 chunks.append(chunk)
             body = b"".join(chunks)

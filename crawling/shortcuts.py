@@ -14,8 +14,13 @@ def crawl_overrides(
     max_per_query: int | None = None,
     retry_failed: bool = False,
 ) -> list[str]:
-    """Translate the shortcuts into `--set` overrides of the crawl config (paths made absolute)."""
+    """Translate the shortcuts into `--set` overrides of the crawl config (paths made absolute).
+
+    When `--endpoint` or `--urls` leave no source for the built-in emulator to answer, it is switched off
+    (`emulator=null`): the demo profile would otherwise still build and serve its corpus for nothing.
+    """
     out: list[str] = []
+    engines = [s for s in (sources or []) if s != "urls"]
     if sources:
         out.append(f"sources={json.dumps(list(sources))}")
     if plan:
@@ -25,10 +30,11 @@ def crawl_overrides(
         if not sources:
             out.append('sources=["urls"]')
     if endpoint:
-        engines = [s for s in (sources or []) if s != "urls"]
         if len(engines) != 1:
             raise ValueError("--endpoint needs exactly one search --source (it is that engine's base URL)")
         out.append(f"endpoints={json.dumps({engines[0]: endpoint})}")
+    if endpoint or (urls and not engines):
+        out.append("emulator=null")
     if max_per_query is not None:
         out.append(f"max_per_query={int(max_per_query)}")
     if retry_failed:

@@ -15,8 +15,8 @@ import threading
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ from crawling.config import CrawlConfig
 from crawling.http import PoliteClient
 from crawling.journal import JOURNAL, QUERIES_DONE, Journal, read_journal, read_queries_done
 from crawling.plan import Query, queries_frame, urls_query
-from data_catalog.progress import Progress
 from crawling.sources import SearchError, SearchSource, make_source
 from crawling.sources.base import Result
 from crawling.sources.urls import read_url_list
@@ -38,6 +37,7 @@ from data_catalog.effective import latest_candidates
 from data_catalog.hashing import sha256_bytes, sha256_file
 from data_catalog.manifest import Manifest, TableOutput, table_digest
 from data_catalog.optout import OptOutRegistry
+from data_catalog.progress import Progress
 from data_catalog.runs import MapBatches, StageRun, finished_run_ids, map_in_process, record_interrupted, stage_run
 from data_catalog.schemas import TABLE_SCHEMAS
 from data_catalog.workspace import Workspace
@@ -299,6 +299,27 @@ def _make_sources(config: CrawlConfig, endpoints: dict[str, str], emulated: bool
     return sources
 
 
+def preflight(config: CrawlConfig) -> None:
+    """What would stop a crawl, checked before a run (or Prefect) starts: credentials and input files."""
+    if "urls" in config.sources and config.urls and not Path(config.urls).expanduser().is_file():
+        raise FileNotFoundError(f"URL list not found: {config.urls}")
+    OptOutRegistry.load(config.optout)
+    if config.emulator is None:  # the built-in emulator supplies its own credentials
+        _make_sources(config, config.endpoints, emulated=False)
+
+
+def _warn_unreached_faults(emulator: Any, config: CrawlConfig, queries: list[Query]) -> None:
+    """The emulator lists a query's fault results after its matching images: a small cap never reaches them."""
+    if not emulator.faults or not queries:
+        return
+    needed = {q.query_id: len(emulator.results(q.keyword)) for q in queries}
+    short = [q for q in queries if min(q.max_results, config.max_per_query or q.max_results) < needed[q.query_id]]
+    if short:
+        log.warning("emulator faults: max_per_query cuts off the fault results of %d of %d queries (they follow each "
+                    "query's matching images); use max_per_query >= %d to reach them all",
+                    len(short), len(queries), max(needed.values()))
+
+
 def _state_outputs(ws: Workspace, run: StageRun, query_ids: set[str]) -> None:
     """Describe the crawl's cumulative result (not just this run's rows): that is what align consumes."""
     latest = latest_candidates(ws)
@@ -402,6 +423,8 @@ def run(config: CrawlConfig, workspace: Workspace, inputs: list[Manifest] | tupl
             url_query = (urls_query(config.plan.hash if config.plan else "none", Path(config.urls).name)
                          if config.urls and "urls" in config.sources else None)
             _register_queries(workspace, run_ctx, queries + ([url_query] if url_query else []))
+            if emulated:
+                _warn_unreached_faults(emulator, config, queries)
             done = _done_queries(workspace)
             todo = [q for q in queries if q.query_id not in done]
             batches = _batches(resolved, workspace, run_ctx.run_id, todo, url_query, emulated, map_batches is not None)

@@ -1,9 +1,14 @@
 """Dataset card and sample grid for one MEGN dataset version.
 
-Every shard version gets a `card.md` (in the spirit of Hugging Face dataset cards and Datasheets for Datasets)
-and a `grid.png` of examples next to its shards, so a reader can judge a version without opening a shard.
-Both are pure functions of their inputs (no timestamps, everything sorted, PNG without metadata): rebuilding
-an unchanged version rewrites identical bytes, which keeps content hashes and caches stable.
+Every shard version gets a `README.md` (a Hugging Face dataset card, in the spirit of Datasheets for Datasets)
+and a `grid.png` of examples next to its shards, so a reader can judge a version without opening a shard. The
+card's YAML front matter is Hugging Face's dataset metadata: `configs` name each split's tar shards and
+`dataset_info.features` the columns (the class names of `cls`, the fields of `<key>.json`), so
+`datasets.load_dataset("<version folder>")` reads the version as a dataset. Versions written before the card
+took that name have a `card.md` (`card_path` finds either).
+
+Both files are pure functions of their inputs (no timestamps, everything sorted, PNG without metadata):
+rebuilding an unchanged version rewrites identical bytes, which keeps content hashes and caches stable.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from data_catalog.atomic import atomic_write_bytes, atomic_write_text
@@ -25,7 +32,8 @@ from data_catalog.shards import ATTRIBUTE_IDS  # DESIGN.md section 4
 
 ATTRIBUTES: tuple[str, ...] = tuple(sorted(ATTRIBUTE_IDS, key=ATTRIBUTE_IDS.__getitem__))
 
-CARD_NAME = "card.md"
+CARD_NAME = "README.md"  # what dataset hubs and `datasets.load_dataset(folder)` read as the card
+LEGACY_CARD_NAME = "card.md"  # the card's name in versions written before it became README.md
 GRID_NAME = "grid.png"
 UNKNOWN = "unknown"
 SPLIT_ORDER: tuple[str, ...] = ("train", "val", "validation", "test")
@@ -55,6 +63,9 @@ class CardInputs:
     config: dict  # the shard stage's config (JSON-able)
     examples: dict[str, list[bytes]]  # attribute name -> encoded example images
     identities: dict[str, int] | None = None  # split -> number of identity clusters
+    # The fields of each sample's `<key>.json`: name -> Hugging Face dtype ("string", "int64", "float64"),
+    # [dtype] for a list, a dict for a struct, [dict] for a list of structs. None: the card declares no features.
+    metadata_features: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -142,21 +153,75 @@ def _bar(count: int, largest: int) -> str:
 # ---------------------------------------------------------------------------------------------- sections
 
 
+def _feature(name: str, spec: Any) -> dict[str, Any]:
+    """One entry of Hugging Face's YAML `features` list from our compact spec."""
+    if isinstance(spec, str):
+        return {"name": name, "dtype": spec}
+    if isinstance(spec, dict):
+        return {"name": name, "struct": [_feature(k, v) for k, v in spec.items()]}
+    if isinstance(spec, list) and len(spec) == 1:
+        inner = spec[0]
+        return {"name": name, "list": inner if isinstance(inner, str) else [_feature(k, v) for k, v in inner.items()]}
+    raise ValueError(f"feature {name!r}: expected a dtype, [dtype], a struct or [struct], got {spec!r}")
+
+
+def _split_files(shards: list[dict]) -> list[dict[str, Any]]:
+    """Hugging Face `data_files` per split: a glob when the split's shard names follow `<prefix>-<split>-NNNNNN.tar`."""
+    by_split: dict[str, list[str]] = {}
+    for shard in shards:
+        by_split.setdefault(_label(shard.get("split")), []).append(_label(shard.get("name")))
+    files = []
+    for split in sorted(by_split, key=_split_key):
+        names = sorted(by_split[split])
+        matches = [re.fullmatch(rf"(.+)-{re.escape(split)}-\d{{6}}\.tar", n) for n in names]
+        prefixes = {m.group(1) for m in matches if m}
+        glob = all(matches) and len(prefixes) == 1
+        files.append({"split": split, "path": f"{prefixes.pop()}-{split}-*.tar" if glob else names})
+    return files
+
+
+def hf_metadata(inputs: CardInputs, total: int) -> dict[str, Any]:
+    """The card's YAML front matter: hub metadata, plus the splits' shards and the features for `load_dataset`."""
+    metadata: dict[str, Any] = {
+        "pretty_name": f"MEGN {inputs.version}",
+        "license": "other",
+        "task_categories": ["image-classification", "unconditional-image-generation"],
+        "size_categories": [_size_category(total)],
+        "tags": ["faces", "webdataset"],
+    }
+    if inputs.shards:
+        metadata["configs"] = [{"config_name": "default", "data_files": _split_files(inputs.shards)}]
+    if inputs.metadata_features is not None:
+        names = {str(i): a for a, i in sorted(ATTRIBUTE_IDS.items(), key=lambda kv: kv[1])}
+        metadata["dataset_info"] = {"features": [
+            {"name": "cls", "dtype": {"class_label": {"names": names}}},
+            {"name": inputs.image_format, "dtype": "image"},
+            _feature("json", inputs.metadata_features),
+            {"name": "__key__", "dtype": "string"},
+            {"name": "__url__", "dtype": "string"},
+        ]}
+    return metadata
+
+
 def _front_matter(inputs: CardInputs, total: int) -> str:
-    return "\n".join([
-        "---",
-        f"pretty_name: MEGN {inputs.version}",
-        "license: other",
-        "task_categories:",
-        "- image-classification",
-        "- unconditional-image-generation",
-        "size_categories:",
-        f"- {_size_category(total)}",
-        "tags:",
-        "- faces",
-        "- webdataset",
-        "---",
-    ])
+    text = yaml.safe_dump(hf_metadata(inputs, total), sort_keys=False, allow_unicode=True, width=1000)
+    return f"---\n{text}---"
+
+
+def strip_front_matter(markdown: str) -> str:
+    """The card without its YAML front matter (Markdown renderers that do not know it show it as text)."""
+    if markdown.startswith("---\n"):
+        end = markdown.find("\n---\n", 4)
+        if end >= 0:
+            return markdown[end + len("\n---\n"):].lstrip("\n")
+    return markdown
+
+
+def card_path(folder: str | Path) -> Path:
+    """The card of a version folder: README.md, or card.md in versions written before the rename."""
+    folder = Path(folder)
+    legacy = folder / LEGACY_CARD_NAME
+    return legacy if not (folder / CARD_NAME).is_file() and legacy.is_file() else folder / CARD_NAME
 
 
 def _summary(inputs: CardInputs, splits: list[str], split_counts: Counter, sizes: Counter) -> str:
@@ -238,8 +303,8 @@ def _identities(identities: Mapping[str, int]) -> str:
     rows = [[split, int(n)] for split, n in sorted(identities.items(), key=lambda kv: _split_key(str(kv[0])))]
     rows.append(["**total**", sum(r[1] for r in rows)])
     return "\n".join([
-        "Identity clusters per split (dlib face descriptors grouped by Chinese-whispers clustering at the align "
-        "stage; a cluster approximates one person).",
+        ("Identity clusters per split (dlib face descriptors grouped by Chinese-whispers clustering at the align "
+         "stage; a cluster approximates one person)."),
         "",
         _table(["split", "identity clusters"], rows),
     ])
@@ -266,6 +331,19 @@ def _provenance(inputs: CardInputs) -> str:
     lines += [f"  - {stage}: `{run}`" for stage, run in sorted(inputs.created_from.items())]
     return "\n".join(lines)
 
+
+_LOADING = """\
+Each sample is `<key>.cls` (the attribute id), `<key>.jpg` or `<key>.png` (the aligned crop) and `<key>.json`
+(provenance, landmarks, alignment). This folder loads as it is:
+
+```python
+import datasets
+megn = datasets.load_dataset("path/to/this/folder")   # splits, class names and fields from this card
+megn["train"][0]["cls"], megn["train"].features["cls"].names
+```
+
+The stock `webdataset.WebDataset` reads the tar files too, and the pipeline's DDP-correct reader is
+`data_catalog.loader.make_loader`. Per-shard counts, sizes and hashes are in `stats/`."""
 
 _INTENDED_USE = """\
 MEGN (face **M**ask and **E**ye**G**lasses images crawled from Google and **N**aver) trains and evaluates
@@ -313,10 +391,12 @@ def render_card(inputs: CardInputs) -> str:
     sections = [
         _front_matter(inputs, total),
         f"# MEGN dataset, version `{inputs.version}`",
-        "Aligned face crops labelled with one of four attributes (none, face mask, sunglasses, frame glasses), "
-        "stored as WebDataset shards with one `.json` record per image.",
+        ("Aligned face crops labelled with one of four attributes (none, face mask, sunglasses, frame glasses), "
+         "stored as WebDataset shards with one `.json` record per image."),
         "## Summary",
         _summary(inputs, splits, split_counts, sizes),
+        "## Loading",
+        _LOADING,
         "## Samples",
         f"![samples]({GRID_NAME})",
         "## Samples per attribute and split",
@@ -398,7 +478,7 @@ def make_grid(examples: dict[str, list[bytes]], cell: int = 96, per_row: int = 8
 
 
 def write_card(folder: str | Path, inputs: CardInputs) -> tuple[Path, Path]:
-    """Write `card.md` and `grid.png` into the version folder; returns (card path, grid path).
+    """Write `README.md` and `grid.png` into the version folder; returns (card path, grid path).
 
     Both are rendered before anything is written, so a bad example image leaves the folder untouched;
     the grid lands first so a reader who sees the card also finds the image it embeds.

@@ -2,12 +2,18 @@
 
 Every stage declares one `StageConfig` subclass. The resolved config is what gets hashed into cache keys
 and saved as `config.json` next to outputs, so two runs with equal configs are interchangeable.
+
+A config with a `resume` field (the trainers) also has `resume_overrides`: when `resume` is given,
+`load_config` records there the `--set` values given with it, because a resumed run continues with the
+config it saved and changes only what was asked for explicitly (training/common/resume.py). The profile's
+other values do not reach a resumed run: repeating them is not needed, and forgetting them changes nothing.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -20,6 +26,8 @@ from data_catalog.atomic import atomic_write_text
 from data_catalog.hashing import json_hash
 
 CONFIG_FILE_NAME = "config.json"
+RESUME_KEY = "resume"
+RESUME_OVERRIDES_KEY = "resume_overrides"
 
 
 class ConfigError(ValueError):
@@ -29,7 +37,8 @@ class ConfigError(ValueError):
 class ConfigModel(BaseModel):
     """Base for config sections: unknown keys are errors, values are immutable once loaded."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # No inf / NaN: canonical JSON (config hashes, config.json) cannot hold them, and no setting means them.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class StageConfig(ConfigModel):
@@ -38,7 +47,10 @@ class StageConfig(ConfigModel):
     STAGE: ClassVar[str] = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        data = self.model_dump(mode="json")
+        if not data.get(RESUME_OVERRIDES_KEY, True):
+            del data[RESUME_OVERRIDES_KEY]  # absent unless used: a config that resumes nothing hashes as before
+        return data
 
     @property
     def hash(self) -> str:
@@ -89,10 +101,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str],
+                    parsed: Iterable[tuple[list[str], Any]] = ()) -> dict[str, Any]:
+    """A deep copy of `data` with every `--set` text (or already parsed (keys, value) pair) applied in order."""
     merged = json.loads(json.dumps(data))  # deep copy of plain data
-    for text in overrides:
-        keys, value = parse_override(text)
+    pairs = [(text, *parse_override(text)) for text in overrides]
+    pairs += [(".".join(keys) + "=...", keys, value) for keys, value in parsed]
+    for text, keys, value in pairs:
+        if (found := _non_finite(value)) is not None:
+            key = ".".join(keys + ([found[0]] if found[0] else []))
+            raise ConfigError(f"--set {text!r}: key {key!r}: {found[1]} is not a finite number (inf and NaN are not "
+                              f"config values)")
         node = merged
         for key in keys[:-1]:
             child = node.setdefault(key, {})
@@ -101,6 +120,39 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             node = child
         node[keys[-1]] = value
     return merged
+
+
+def resume_overrides(cls: type[BaseModel], data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """`data` with `resume_overrides` filled from the `--set` values, when `cls` resumes and `resume` is set.
+
+    The dotted keys and YAML-read values of every override except `resume` itself, the last one winning."""
+    if RESUME_OVERRIDES_KEY not in cls.model_fields:
+        return data
+    parsed = [(".".join(keys), value) for keys, value in map(parse_override, overrides)]
+    if any(key.split(".")[0] == RESUME_OVERRIDES_KEY for key, _ in parsed):
+        raise ConfigError(f"--set {RESUME_OVERRIDES_KEY}: it is filled from the --set values given with "
+                          f"{RESUME_KEY}; set the keys themselves")
+    if data.get(RESUME_KEY) is None:
+        if data.get(RESUME_OVERRIDES_KEY):
+            raise ConfigError(f"{RESUME_OVERRIDES_KEY} is given but {RESUME_KEY} is not")
+        return data
+    return {**data, RESUME_OVERRIDES_KEY: {key: value for key, value in parsed if key != RESUME_KEY}}
+
+
+def apply_dotted(data: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of `data` with each dotted key of `values` set (what `--set` does, from parsed values)."""
+    return apply_overrides(data, [], parsed=[(key.split("."), value) for key, value in values.items()])
+
+
+def _non_finite(value: Any, path: str = "") -> tuple[str, float] | None:
+    """(dotted path, value) of the first inf / NaN in plain data (dicts, lists, numbers), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        if (found := _non_finite(item, f"{path}.{key}" if path else str(key))) is not None:
+            return found
+    return None
 
 
 def read_mapping(path: Path) -> dict[str, Any]:
@@ -145,13 +197,20 @@ def _describe(error: Mapping[str, Any], model: type[BaseModel], source: str, ove
 
 
 def validate_config(cls: type[C], data: Mapping[str, Any], source: str, overridden: Iterable[str] = ()) -> C:
+    what = getattr(cls, "STAGE", "") or cls.__name__
+    overridden_keys = set(overridden)
     try:
-        return cls.model_validate(dict(data))
+        config = cls.model_validate(dict(data))
     except ValidationError as exc:
-        overridden_keys = set(overridden)
         lines = [_describe(err, cls, source, overridden_keys) for err in exc.errors()]
-        what = getattr(cls, "STAGE", "") or cls.__name__
         raise ConfigError(f"invalid {what} config:\n  " + "\n  ".join(lines)) from None
+    # Typed floats refuse inf / NaN themselves; free-form values (dict[str, Any]) are checked here.
+    if (found := _non_finite(config.model_dump(mode="python"))) is not None:
+        key = found[0]
+        where = next((f"--set {k}" for k in overridden_keys if key == k or key.startswith(k + ".")), source)
+        raise ConfigError(f"invalid {what} config:\n  {where}: key {key!r}: {found[1]} is not a finite number (inf "
+                          f"and NaN are not config values)")
+    return config
 
 
 def load_config(
@@ -163,7 +222,7 @@ def load_config(
 ) -> C:
     """Read `configs/<profile>/<stage>.yaml` (or `path`), apply `--set` overrides, validate."""
     file = Path(path) if path else config_path(cls.STAGE, profile, config_dir)
-    data = apply_overrides(read_mapping(file), overrides)
+    data = resume_overrides(cls, apply_overrides(read_mapping(file), overrides), overrides)
     overridden = {".".join(parse_override(o)[0]) for o in overrides}
     return validate_config(cls, data, str(file), overridden)
 

@@ -10,7 +10,9 @@ train/val by identity cluster, so no person is in both.
 The dataset version id is the hash of the sample manifest (every key, split, label, aligned pixel hash and
 metadata, plus the encoding settings); the same catalog and config give the same id and byte-identical
 shards. A version folder is written under a temporary name and renamed when complete, and an existing
-complete version is not rewritten.
+complete version is not rewritten. It holds the shards, `stats/` (per-shard counts and hashes), the card as
+`README.md` (whose front matter lets `datasets.load_dataset(folder)` read the shards with their class names),
+`grid.png`, `config.json` and `version.json`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from PIL import Image
 from pydantic import Field
 
 from data_catalog.atomic import atomic_write_text
-from data_catalog.card import CardInputs, write_card
+from data_catalog.card import CARD_NAME, CardInputs, card_path, write_card
 from data_catalog.config import StageConfig
 from data_catalog.effective import effective_faces, latest_candidates
 from data_catalog.hashing import canonical_json, sha256_bytes
@@ -136,6 +138,21 @@ def _floats(values: object) -> list[float] | None:
     if values is None or (isinstance(values, float) and np.isnan(values)):
         return None
     return [round(float(v), 3) for v in values]  # type: ignore[union-attr]
+
+
+_FLOATS = ["float64"]
+# The fields of `<key>.json` (sample_metadata) as the card declares them to Hugging Face `datasets`.
+METADATA_FEATURES: dict[str, Any] = {
+    "face_id": "string", "image_sha256": "string", "face_index": "int64", "aligned_sha256": "string",
+    "attribute": "string", "attribute_id": "int64", "label_source": "string", "split": "string", "identity": "string",
+    "licence": "string",
+    "sources": [{"engine": "string", "query_id": "string", "attribute": "string", "keyword": "string",
+                 "language": "string", "rank": "int64", "url": "string", "page_url": "string", "title": "string",
+                 "licence": "string"}],
+    "detector": "string", "detector_version": "string", "det_score": "float64", "align_confidence": "float64",
+    "box": _FLOATS, "landmarks5": _FLOATS, "landmarks68": _FLOATS, "quad": _FLOATS, "transform": _FLOATS,
+    "align_config_hash": "string",
+}
 
 
 def sample_metadata(face: dict[str, Any], attribute: str, hits: list[dict[str, Any]], identity: str,
@@ -247,7 +264,7 @@ def _card_inputs(workspace: Workspace, config: ShardConfig, version: str, sample
         image_format=config.image_format, plan_hash=",".join(plan_hashes) or None, code_version=code_version,
         created_from={stage: m.run_id for stage, m in sorted(upstream.items())},
         shards=[{"name": s.name, "split": s.split, "count": s.count, "bytes": s.bytes, "sha256": s.sha256} for s in shards],
-        config=config.to_dict(), examples=examples, identities=dict(identities))
+        config=config.to_dict(), examples=examples, identities=dict(identities), metadata_features=METADATA_FEATURES)
 
 
 def _resolution(workspace: Workspace, samples: list[dict[str, Any]]) -> int:
@@ -295,8 +312,8 @@ def run(config: ShardConfig, workspace: Workspace, inputs: list[Manifest] | tupl
         version = dataset_version(samples, config)
         folder = write_version(workspace, config, version, samples, rejection_counts(faces, candidates, rejected),
                                upstream, run_ctx.manifest.code_version)
-        for path in sorted(folder.iterdir()):
-            run_ctx.add_file(path.name, path)
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):  # shards, stats/, README.md, ...
+            run_ctx.add_file(path.relative_to(folder).as_posix(), path)
         known = workspace.table("samples")
         if not (known["dataset_version"] == version).any():
             rows = pd.DataFrame([{"dataset_version": version, "split": s["split"], "shard": "", "key": s["key"],
@@ -341,10 +358,12 @@ def describe(workspace: Workspace, manifest: Manifest) -> StageOutputs | None:
     folder = version_folder(workspace, manifest)
     if folder is None:
         return None
+    card = card_path(folder)
     return StageOutputs(
         title=f"dataset version {folder.name}",
-        items={"version": folder.name, "folder": str(folder), "card": str(folder / "card.md"),
-               "shards": str(folder / "megn-{train,val}-*.tar")},
-        markdown=str(folder / "card.md"),
+        items={"version": folder.name, "folder": str(folder), "card": str(card),
+               "shards": str(folder / "megn-{train,val}-*.tar"),
+               "load": f"datasets.load_dataset({str(folder)!r})" if card.name == CARD_NAME else "webdataset"},
+        markdown=str(card),
         artifact_key="megn-dataset-card",
     )

@@ -1,8 +1,10 @@
 """Exports of MEGN shards for tools that do not read WebDataset.
 
 `export_stylegan_zip` writes the layout of NVlabs' `dataset_tool.py` (stylegan2-ada-pytorch, stylegan3),
-so their `train.py --data=megn.zip --cond=1` runs on MEGN unchanged. `export_folder` gives one folder per
-attribute with the original bytes, for browsing and for classifiers that expect an image folder.
+so their `train.py --data=megn.zip --cond=1` runs on MEGN unchanged. `export_folder` gives one folder per split
+and attribute with the original bytes (`<split>/<attribute>/<key>.jpg`), for browsing and for tools that expect
+an image folder (torchvision's `ImageFolder` on `<out>/train`, Hugging Face's `imagefolder`, which reads the
+split folders as splits).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import csv
 import io
 import json
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -72,28 +74,33 @@ def _same_bytes(path: Path, data: bytes) -> bool:
         return False
 
 
-def export_folder(shards: Sequence[str | Path], out: str | Path) -> Path:
-    """Write `<out>/<attribute>/<key>.<ext>` (original bytes) and `<out>/labels.csv` (key,file,label,attribute).
+def export_folder(splits: Mapping[str, Sequence[str | Path]], out: str | Path) -> Path:
+    """Write `<out>/<split>/<attribute>/<key>.<ext>` (original bytes) and `<out>/labels.csv`
+    (key,split,file,label,attribute) for the shards of each split.
 
-    Idempotent: files that already hold the right bytes are left alone, and labels.csv is written last, so
-    its presence marks a finished export. Keys must be unique across the given shards (they name files).
+    The split stays in the layout: merging train and val into one folder would leak validation faces into
+    whatever trains on it. Idempotent: files that already hold the right bytes are left alone, and labels.csv
+    is written last, so its presence marks a finished export. Keys must be unique across the given shards.
     """
     out = Path(out)
-    rows: list[tuple[str, str, int, str]] = []
+    rows: list[tuple[str, str, str, int, str]] = []
     seen: set[str] = set()
-    for sample in read_samples(shards):
-        if sample.key in seen:
-            raise ValueError(f"key {sample.key!r} appears twice in the shards; export_folder needs unique keys")
-        seen.add(sample.key)
-        attribute = attribute_name(sample.label)
-        relative = f"{attribute}/{sample.key}.{sample.image_ext}"
-        target = out / relative
-        if not _same_bytes(target, sample.image):
-            atomic_write_bytes(target, sample.image, durable=False)  # no fsync per file: a rerun repairs a loss
-        rows.append((sample.key, relative, sample.label, attribute))
+    for split, shards in splits.items():
+        if not split or "/" in split or split.startswith("."):
+            raise ValueError(f"split name {split!r} cannot name a folder")
+        for sample in read_samples(shards):
+            if sample.key in seen:
+                raise ValueError(f"key {sample.key!r} appears twice in the shards; export_folder needs unique keys")
+            seen.add(sample.key)
+            attribute = attribute_name(sample.label)
+            relative = f"{split}/{attribute}/{sample.key}.{sample.image_ext}"
+            target = out / relative
+            if not _same_bytes(target, sample.image):
+                atomic_write_bytes(target, sample.image, durable=False)  # no fsync per file: a rerun repairs a loss
+            rows.append((sample.key, split, relative, sample.label, attribute))
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["key", "file", "label", "attribute"])
+    writer.writerow(["key", "split", "file", "label", "attribute"])
     writer.writerows(rows)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "labels.csv", text.getvalue())

@@ -295,8 +295,13 @@ class WorkspaceLock:
     # internals --------------------------------------------------------------------------------
     def _flock(self, deadline: float | None, announced: bool) -> int:
         """Open the lock file and take the flock (polling until `deadline`), then record ourselves in it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as exc:
+            from data_catalog.workspace import unusable  # workspace does not import this module: no cycle
+
+            raise unusable(self.root, exc, "lock") from exc
         try:
             while True:
                 try:

@@ -111,6 +111,7 @@ def stage_run(
         inputs=[m.ref() for m in inputs],
         started_at=dt.datetime.now(dt.timezone.utc),
     )
+    workspace.require_writable()  # a read-only workspace is one clear error here, not a failure midway
     run = StageRun(workspace, config, manifest)
     run.dir.mkdir(parents=True, exist_ok=True)
     config.save(run.dir)

@@ -128,6 +128,17 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
         _req("verdict", pa.string()),  # agrees | disagrees | uncertain
         _req("threshold", pa.float64()),
     ),
+    # fusion-pairs: one row per pair written (train: fresh seeded w; test: the boundaries' held-out w).
+    "fusion_pairs": _schema(
+        _req("key", pa.string()),
+        _req("split", pa.string()),  # train | test
+        _req("seed", pa.int64()),  # z seed of the pair's w
+        _req("shard", pa.string()),  # relative to the workspace
+        _req("landmark_source", pa.string()),  # detected | ffhq_canonical
+        _opt("area_face_mask", pa.float64()),  # mean placed alpha (fraction of the image the attribute covers)
+        _opt("area_sunglasses", pa.float64()),
+        _opt("area_frame_glasses", pa.float64()),
+    ),
     # Trained models, boundaries, canonical maps and other files later stages consume.
     "artifacts": _schema(
         _req("artifact_id", pa.string()),

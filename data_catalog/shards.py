@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,7 @@ KEY_PATTERN: re.Pattern[str] = re.compile(r"^[A-Za-z0-9_-]+$")
 ATTRIBUTE_NAMES: dict[int, str] = {0: "none", 1: "face_mask", 2: "sunglasses", 3: "frame_glasses"}
 ATTRIBUTE_IDS: dict[str, int] = {name: index for index, name in ATTRIBUTE_NAMES.items()}
 IMAGE_EXTS = ("jpg", "png")
+STATS_DIR = "stats"  # per-shard stats live in this subfolder of the shards' folder
 
 _BLOCK = 512
 _END_BYTES = 2 * _BLOCK  # two zero blocks end a tar archive
@@ -74,10 +75,22 @@ class ShardInfo:
         return cls(**values)
 
 
+def _written_stats_path(shard: Path) -> Path:
+    """Where the writer puts a shard's stats: `stats/<stem>_stats.json` beside the shard.
+
+    Not next to the tar files: a folder holding only shards (and a README) is what dataset loaders read as
+    the data, and Hugging Face's `load_dataset(folder)` picked the JSON stats over the tars as the dataset.
+    """
+    return shard.parent / STATS_DIR / f"{shard.stem}_stats.json"
+
+
 def stats_path(shard: str | Path) -> Path:
-    """`megn-train-000000.tar` -> `megn-train-000000_stats.json` in the same folder."""
+    """`megn-train-000000.tar` -> `stats/megn-train-000000_stats.json`, or the `megn-train-000000_stats.json`
+    next to it that folders written before the stats moved hold."""
     shard = Path(shard)
-    return shard.with_name(f"{shard.stem}_stats.json")
+    current = _written_stats_path(shard)
+    legacy = shard.with_name(f"{shard.stem}_stats.json")
+    return legacy if not current.is_file() and legacy.is_file() else current
 
 
 def read_stats(shard: str | Path) -> ShardInfo:
@@ -182,6 +195,16 @@ def _validate(sample: ShardSample, previous_key: str | None) -> None:
         raise ValueError(f"sample {key!r}: metadata must be a dict, got {type(sample.metadata).__name__}")
 
 
+def _validate_key(key: object, previous_key: str | None) -> None:
+    """The key rules of `_validate`, for samples given as members."""
+    if not isinstance(key, str) or not key:
+        raise ValueError("sample key must be a non-empty string")
+    if not KEY_PATTERN.match(key):
+        raise ValueError(f"sample key {key!r} must match {KEY_PATTERN.pattern} (no dots: WebDataset splits on them)")
+    if previous_key is not None and key <= previous_key:
+        raise ValueError(f"sample keys must be strictly increasing: {key!r} comes after {previous_key!r}")
+
+
 def _members(sample: ShardSample) -> list[tuple[str, bytes]]:
     """The sample's tar members in their fixed order: label, image, metadata."""
     try:
@@ -225,14 +248,16 @@ class _OpenShard:
         self._digest.update(data)
         self.size += len(data)
 
-    def add(self, key: str, label: int, members: list[tuple[str, bytes]]) -> None:
+    def add(self, key: str, label: int | None, members: list[tuple[str, bytes]]) -> None:
+        """Append one sample's members; `label` None for samples without a class (it is then not counted)."""
         for name, data in members:
             self._write(tar_header(name, len(data)))
             self._write(data)
             self._write(b"\0" * (_padded(len(data)) - len(data)))
         self.first_key = self.first_key or key
         self.last_key = key
-        self.labels[label] = self.labels.get(label, 0) + 1
+        if label is not None:
+            self.labels[label] = self.labels.get(label, 0) + 1
         self.count += 1
 
     def close(self) -> ShardInfo:
@@ -243,7 +268,7 @@ class _OpenShard:
                          sha256=self._digest.hexdigest(), first_key=self.first_key, last_key=self.last_key,
                          labels=dict(sorted(self.labels.items())))
         text = json.dumps(info.to_dict(), sort_keys=True, indent=1, ensure_ascii=False) + "\n"
-        atomic_write_text(stats_path(self.path), text)
+        atomic_write_text(_written_stats_path(self.path), text)
         return info
 
     def abort(self, exc: BaseException) -> None:
@@ -255,7 +280,7 @@ class _OpenShard:
 
 def write_shards(samples: Iterable[ShardSample], folder: str | Path, split: str, prefix: str = "megn",
                  max_count: int = 1000, max_bytes: int = 1 << 30) -> list[ShardInfo]:
-    """Stream samples into `<prefix>-<split>-NNNNNN.tar` shards plus a `_stats.json` next to each.
+    """Stream samples into `<prefix>-<split>-NNNNNN.tar` shards plus `stats/<shard stem>_stats.json` for each.
 
     A shard is closed before a sample that would take it past `max_count` samples or `max_bytes` bytes
     (the whole file, headers and end blocks included); a sample larger than `max_bytes` on its own gets a
@@ -293,13 +318,53 @@ def write_shards(samples: Iterable[ShardSample], folder: str | Path, split: str,
     return infos
 
 
+def write_member_shard(folder: str | Path, prefix: str, split: str, index: int,
+                       samples: Iterable[tuple[str, Sequence[tuple[str, bytes]]]]) -> ShardInfo:
+    """Write exactly one shard `<prefix>-<split>-<index>.tar` (and its stats) from samples given as members.
+
+    For stages whose samples are not an image plus a label (fusion pairs: a dozen arrays and images per key):
+    each sample is its key and its `(member name, bytes)` list, every name `<key>.<extension>`, written in the
+    order given. Same byte rules as `write_shards` (fixed headers, keys strictly increasing, atomic: a failure
+    leaves no shard). The stats' `labels` stay empty. One call per shard lets a resumable stage write each of
+    its chunks as its own shard, so a finished chunk is a finished file.
+    """
+    folder = Path(folder)
+    shard_name(prefix, split, index)  # validates the name before anything is written
+    current = _OpenShard(folder, prefix, split, index)
+    previous_key: str | None = None
+    try:
+        for key, members in samples:
+            _validate_key(key, previous_key)
+            previous_key = key
+            named = [(str(name), bytes(data)) for name, data in members]
+            if not named:
+                raise ValueError(f"sample {key!r} has no members")
+            for name, _ in named:
+                extension = name[len(key) + 1:] if name.startswith(key + ".") else ""
+                if not extension:
+                    raise ValueError(f"member {name!r} of sample {key!r} must be named {key!r} + '.<extension>'")
+            current.add(key, None, named)
+        if current.count == 0:
+            raise ValueError(f"shard {current.name} would hold no samples")
+        return current.close()
+    except BaseException as exc:
+        current.abort(exc)
+        raise
+
+
 def read_all_stats(folder: str | Path, split: str, prefix: str = "megn") -> list[ShardInfo]:
-    """Every shard's stats for one split, in shard order (a cheap dataset summary for cards and checks)."""
+    """Every shard's stats for one split, in shard order (a cheap dataset summary for cards and checks).
+
+    Reads `stats/` and, for folders written before the stats moved there, the shards' own folder."""
     pattern = re.compile(rf"^{re.escape(prefix)}-{re.escape(split)}-\d{{6}}_stats\.json$")
-    paths = sorted(p for p in Path(folder).iterdir() if pattern.match(p.name))
-    return [ShardInfo.from_dict(json.loads(p.read_text(encoding="utf-8"))) for p in paths]
+    found: dict[str, Path] = {}
+    for where in (Path(folder), Path(folder) / STATS_DIR):  # the subfolder wins for a name in both
+        if where.is_dir():
+            found.update({p.name: p for p in where.iterdir() if pattern.match(p.name)})
+    return [ShardInfo.from_dict(json.loads(found[name].read_text(encoding="utf-8"))) for name in sorted(found)]
 
 
-__all__ = ["ATTRIBUTE_NAMES", "IMAGE_EXTS", "KEY_PATTERN", "ShardInfo", "ShardSample", "encode_image",
-           "read_all_stats", "read_stats", "shard_name", "stats_path", "tar_header", "write_shards"]
+__all__ = ["ATTRIBUTE_NAMES", "IMAGE_EXTS", "KEY_PATTERN", "STATS_DIR", "ShardInfo", "ShardSample", "encode_image",
+           "read_all_stats", "read_stats", "shard_name", "stats_path", "tar_header", "write_member_shard",
+           "write_shards"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +30,25 @@ class SchemaError(ValueError):
 
 class UnknownTableError(KeyError):
     pass
+
+
+class TableReadError(pa.ArrowInvalid):
+    """Parts of a table cannot be read (truncated or corrupt files); the message names each one."""
+
+    def __init__(self, name: str, bad: list[tuple[Path, str]]) -> None:
+        self.table, self.parts = name, bad
+        listed = "; ".join(f"{path}: {reason}" for path, reason in bad)
+        super().__init__(f"table {name!r}: {len(bad)} unreadable part file(s): {listed}")
+
+
+# Called with each part file that cannot be read and why; reads that pass one skip those parts and go on.
+OnUnreadable = Callable[[Path, str], None]
+
+
+def _reason(path: Path, exc: Exception) -> str:
+    """The error without pyarrow's repetition of the path (the caller names the file)."""
+    text = str(exc).replace(f"Could not open Parquet input source '{path}': ", "").replace("\n", " ").strip()
+    return text or type(exc).__name__
 
 
 def _pandas_types(type_: pa.DataType) -> object:
@@ -100,22 +120,63 @@ class TableStore:
         return path
 
     def read_arrow(
-        self, name: str, columns: list[str] | None = None, filter: pc.Expression | None = None
+        self, name: str, columns: list[str] | None = None, filter: pc.Expression | None = None,
+        on_unreadable: OnUnreadable | None = None,
     ) -> pa.Table:
+        """The table's rows. An unreadable part is a TableReadError naming every such file, unless
+        `on_unreadable` is given: then it is told about each one and the readable parts are returned."""
         schema = schema_of(name)
         files = self.files(name)
+        empty = schema.empty_table().select(columns) if columns else schema.empty_table()
         if not files:
-            table = schema.empty_table()
-            return table.select(columns) if columns else table
+            return empty
+        try:
+            return self._dataset_table(files, schema, columns, filter)
+        except (pa.ArrowException, OSError):
+            pass  # find out which parts, one at a time (only on this path: the whole read is the fast one)
+        tables, bad = [], []
+        for path in files:
+            try:
+                tables.append(self._dataset_table([path], schema, columns, filter))
+            except (pa.ArrowException, OSError) as exc:
+                bad.append((path, _reason(path, exc)))
+        self._report(name, bad, on_unreadable)
+        return pa.concat_tables(tables) if tables else empty
+
+    @staticmethod
+    def _dataset_table(files: list[Path], schema: pa.Schema, columns: list[str] | None,
+                       filter: pc.Expression | None) -> pa.Table:
         # An explicit schema makes columns added after a file was written read back as nulls.
         dataset = ds.dataset([str(f) for f in files], schema=schema, format="parquet")
         return dataset.to_table(columns=columns, filter=filter)
 
-    def read(self, name: str, columns: list[str] | None = None, filter: pc.Expression | None = None) -> pd.DataFrame:
-        return self.read_arrow(name, columns, filter).to_pandas(types_mapper=_pandas_types)
+    @staticmethod
+    def _report(name: str, bad: list[tuple[Path, str]], on_unreadable: OnUnreadable | None) -> None:
+        if bad and on_unreadable is None:
+            raise TableReadError(name, bad)
+        for path, reason in bad:
+            on_unreadable(path, reason)  # type: ignore[misc]
 
-    def count(self, name: str) -> int:
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files(name))
+    def read(self, name: str, columns: list[str] | None = None, filter: pc.Expression | None = None,
+             on_unreadable: OnUnreadable | None = None) -> pd.DataFrame:
+        return self.read_arrow(name, columns, filter, on_unreadable).to_pandas(types_mapper=_pandas_types)
+
+    def count(self, name: str, on_unreadable: OnUnreadable | None = None) -> int:
+        """Rows in the table, from the part footers (an unreadable one: as in `read_arrow`)."""
+        total, bad = 0, []
+        for path in self.files(name):
+            try:
+                total += pq.ParquetFile(path).metadata.num_rows
+            except (pa.ArrowException, OSError) as exc:
+                bad.append((path, _reason(path, exc)))
+        self._report(name, bad, on_unreadable)
+        return total
+
+    def unreadable(self, name: str) -> list[tuple[Path, str]]:
+        """(part file, reason) for every part of the table whose footer cannot be read (truncated files)."""
+        bad: list[tuple[Path, str]] = []
+        self.count(name, on_unreadable=lambda path, reason: bad.append((path, reason)))
+        return bad
 
     def run_ids(self, name: str) -> list[str]:
         return sorted({f.parent.name for f in self.files(name)})

@@ -6,13 +6,13 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
+import pandas as pd
 
 from data_catalog.atomic import atomic_write_text
 from data_catalog.blobs import BlobStore
 from data_catalog.config import StageConfig
 from data_catalog.hashing import sha256_file
-from data_catalog.manifest import Manifest
+from data_catalog.manifest import Manifest, manifest_from_row
 from data_catalog.runs import stage_run
 from data_catalog.schemas import BLOB_REFERENCES
 from data_catalog.workspace import Workspace
@@ -20,7 +20,7 @@ from data_catalog.workspace import Workspace
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # missing_blob | modified_blob | orphan_blob | missing_file | modified_file | unreadable_table | ...
+    kind: str  # missing_blob | modified_blob | orphan_blob | missing_file | modified_file | unreadable_part | ...
     subject: str  # hash or relative path
     detail: str
 
@@ -55,13 +55,31 @@ class VerificationError(RuntimeError):
     pass
 
 
+def _read(ws: Workspace, table: str, columns: list[str] | None, report: VerifyReport) -> pd.DataFrame:
+    """The readable rows of `table`; each part file that cannot be read is a problem (once), and the check goes on."""
+    def unreadable(path: Path, reason: str) -> None:
+        subject = ws.relative(path)
+        if all(p.subject != subject for p in report.problems):
+            report.problems.append(Problem("unreadable_part", subject, f"part of table {table!r}: {reason}"))
+
+    return ws.tables.read(table, columns=columns, on_unreadable=unreadable)
+
+
 def _column_values(ws: Workspace, table: str, column: str, report: VerifyReport) -> set[str]:
-    try:
-        values = ws.tables.read_arrow(table, columns=[column]).column(column)
-    except (pa.ArrowInvalid, OSError) as exc:
-        report.problems.append(Problem("unreadable_table", table, str(exc)))
-        return set()
-    return {v for v in values.to_pylist() if v}
+    return {v for v in _read(ws, table, [column], report)[column].tolist() if isinstance(v, str) and v}
+
+
+def _completed_runs(ws: Workspace, report: VerifyReport) -> list[Manifest]:
+    """Manifests of the completed runs in the readable `runs` parts, oldest first (Workspace.manifests, tolerant)."""
+    runs = _read(ws, "runs", None, report)
+    runs = runs[runs["status"] == "completed"].sort_values("finished_at", kind="stable")
+    manifests = []
+    for row in runs.to_dict("records"):
+        try:
+            manifests.append(manifest_from_row(row))
+        except (ValueError, KeyError, TypeError) as exc:
+            report.problems.append(Problem("unreadable_run", str(row.get("run_id")), f"its manifest: {exc}"))
+    return manifests
 
 
 def _check_store(store: BlobStore, name: str, referenced: set[str], rehash: bool, report: VerifyReport) -> None:
@@ -99,13 +117,13 @@ def verify_workspace(ws: Workspace, rehash: bool = True) -> VerifyReport:
             referenced |= _column_values(ws, table, column, report)
         _check_store(stores[store_name], store_name, referenced, rehash, report)
 
-    manifests: list[Manifest] = ws.manifests()
+    manifests = _completed_runs(ws, report)
     for manifest in manifests:
         for output in manifest.files.values():
             _check_file(ws, output.path, output.sha256, rehash, f"run {manifest.run_id}", report)
     report.checked["runs"] = len(manifests)
 
-    artifacts = ws.table("artifacts", columns=["artifact_id", "path", "sha256"])
+    artifacts = _read(ws, "artifacts", ["artifact_id", "path", "sha256"], report)
     for row in artifacts.to_dict("records"):
         _check_file(ws, row["path"], row["sha256"], rehash, f"artifact {row['artifact_id']}", report)
     report.checked["artifacts"] = len(artifacts)

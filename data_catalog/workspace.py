@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -46,10 +49,32 @@ def _wait_for_creator(marker: Path, timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+def unusable(root: Path, exc: OSError, doing: str) -> WorkspaceError:
+    """A WorkspaceError saying what could not be done to the workspace at `root`, and why, in words."""
+    reason = (exc.strerror or type(exc).__name__).lower()
+    where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(root) else ""
+    hint = {errno.EROFS: "it is on a read-only file system", errno.EACCES: "permission denied",
+            errno.EPERM: "operation not permitted", errno.ENOSPC: "the disk is full",
+            errno.ENOTDIR: "a part of the path is a file, not a folder"}.get(exc.errno or 0, reason)
+    return WorkspaceError(f"cannot {doing} the workspace {root}: {hint}{where}")
+
+
 class Workspace:
     def __init__(self, path: str | Path, create: bool = True) -> None:
         self.root = Path(path).expanduser().resolve()
+        try:
+            self._open(create)
+        except OSError as exc:
+            raise unusable(self.root, exc, "create" if create else "open") from exc
+        self.blobs = BlobStore(self.root / "raw" / "blobs")
+        self.aligned = BlobStore(self.root / "intermediate" / "aligned")
+        self.tables = TableStore(self.root / "catalog")
+
+    def _open(self, create: bool) -> None:
+        """Check the marker of an existing workspace, or lay out a new one (OSError: the caller says which)."""
         marker = self.root / MARKER
+        if self.root.exists() and not self.root.is_dir():
+            raise WorkspaceError(f"the workspace path {self.root} is a file, not a folder")
         if create and not marker.is_file() and self.root.is_dir() and any(self.root.iterdir()):
             _wait_for_creator(marker)  # another process may be creating this very workspace right now
         if marker.is_file():
@@ -64,9 +89,17 @@ class Workspace:
             for layer in LAYERS:
                 (self.root / layer).mkdir(parents=True, exist_ok=True)
             atomic_write_text(marker, json.dumps({"layout_version": LAYOUT_VERSION}) + "\n")
-        self.blobs = BlobStore(self.root / "raw" / "blobs")
-        self.aligned = BlobStore(self.root / "intermediate" / "aligned")
-        self.tables = TableStore(self.root / "catalog")
+
+    def require_writable(self) -> None:
+        """WorkspaceError unless this process can write here: a read-only workspace still opens (catalog ls,
+        show and verify only read), but a stage run must say so before it starts, not fail midway."""
+        probe = self.root / "runs" / f".write-probe-{os.getpid()}-{threading.get_ident()}"
+        try:
+            probe.parent.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise unusable(self.root, OSError(exc.errno, exc.strerror), "write to") from exc  # the probe's name says nothing
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
@@ -76,7 +109,14 @@ class Workspace:
         return self.tables.append(name, frame, run_id)
 
     def table(self, name: str, columns: list[str] | None = None, filter: pc.Expression | None = None) -> pd.DataFrame:
+        """Every row ever appended, superseded ones included (the history); `effective` is the current view."""
         return self.tables.read(name, columns, filter)
+
+    def effective(self, name: str, config_hash: str | None = None) -> pd.DataFrame:
+        """The table without superseded rows, as the stages read it (rules: `data_catalog.effective.RULES`)."""
+        from data_catalog.effective import effective_table  # effective builds on this module
+
+        return effective_table(self, name, config_hash)
 
     # runs -----------------------------------------------------------------------------------
     def run_dir(self, stage: str, run_id: str) -> Path:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from data_catalog.atomic import TEMP_PREFIX
@@ -18,9 +21,19 @@ from data_catalog.stages import STAGES, StageSpec
 from data_catalog.stages import get as get_stage
 from data_catalog.tables import TABLE_SCHEMAS
 from data_catalog.workspace import Workspace, WorkspaceError
+from flows.preflight import PipelineError, check_flow, check_prefect_api
 
 console = Console()
 DEFAULT_DEMO_WORKSPACE = "workspace/demo"
+DEBUG_ENV = "SDGAN_DEBUG"
+RECENT_RUNS = 10
+# Errors whose message is meant for the user; anything else is reported with its type (a bug, or the system's).
+USER_ERRORS = (ConfigError, WorkspaceError, WorkspaceBusy, KeyError, NotImplementedError, ValueError, OSError,
+               PipelineError)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +94,8 @@ def _add_stage_commands(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdgan", description="SD-GAN reproduction pipeline (MEGN build and training).")
+    parser.add_argument("--debug", action="store_true", default=_env_flag(DEBUG_ENV),
+                        help=f"print the traceback of an error (also: {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the whole DAG on the embedded demo defaults (offline, CPU)")
@@ -109,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--version", help="dataset version id (default: the only one)")
     export.add_argument("--format", choices=["stylegan-zip", "folder"], default="stylegan-zip")
     export.add_argument("--split", action="append", default=None, choices=["train", "val"],
-                        help="splits to export (repeatable; default: train)")
+                        help="splits to export (repeatable; default: train for stylegan-zip, every split for folder, "
+                             "which writes one folder per split)")
     export.add_argument("--out", required=True, help="zip file (stylegan-zip) or folder")
 
     generate = sub.add_parser("generate",
@@ -144,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
     ls = catalog_sub.add_parser("ls", help="tables with row counts, dataset versions, recent runs")
     show = catalog_sub.add_parser("show", help="show one run's manifest")
-    show.add_argument("run_id")
+    show.add_argument("run_id", help="a run id, or any prefix that only one run id starts with")
     verify = catalog_sub.add_parser("verify", help="re-hash blobs, check references and orphans; non-zero exit on problems")
     verify.add_argument("--no-rehash", action="store_true", help="check existence only")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -165,26 +181,48 @@ def cmd_catalog_ls(args: argparse.Namespace) -> int:
     table = Table(title=f"catalog of {ws.root}")
     for column in ("table", "rows", "batches", "runs"):
         table.add_column(column, justify="left" if column == "table" else "right")
+    unreadable: dict[Path, str] = {}  # truncated or corrupt part files: named after the listing, which goes on
     for name in TABLE_SCHEMAS:
         files = ws.tables.files(name)
-        table.add_row(name, str(ws.tables.count(name)), str(len(files)), str(len(ws.tables.run_ids(name))))
+        rows = ws.tables.count(name, on_unreadable=unreadable.__setitem__)
+        table.add_row(name, str(rows), str(len(files)), str(len(ws.tables.run_ids(name))))
     console.print(table)
     versions = ws.dataset_versions()
     console.print(f"dataset versions: {', '.join(versions) if versions else '(none)'}")
-    runs = ws.table("runs", columns=["run_id", "stage", "status", "finished_at", "duration_s"])
+    runs = ws.tables.read("runs", columns=["run_id", "status", "finished_at", "duration_s"],
+                          on_unreadable=unreadable.__setitem__)
     if not runs.empty:
-        recent = Table(title="recent runs")
-        for column in ("run_id", "stage", "status", "finished", "seconds"):
-            recent.add_column(column)
-        for row in runs.sort_values("finished_at").tail(10).to_dict("records"):
-            recent.add_row(row["run_id"], row["stage"], row["status"], f"{row['finished_at']:%Y-%m-%d %H:%M:%S}", f"{row['duration_s']:.1f}")
-        console.print(recent)
-    return 0
+        # Plain lines, not a table: a run id is what a user copies, so it is never cut or folded to fit.
+        recent = runs.sort_values("finished_at", kind="stable").tail(RECENT_RUNS).to_dict("records")
+        width = max(len(row["run_id"]) for row in recent)
+        console.print("recent runs (newest last; `sdgan catalog show` takes a run id or a unique prefix):",
+                      highlight=False, soft_wrap=True)
+        for row in recent:
+            console.print(f"  {row['run_id']:<{width}}  {row['status']:<9}  {row['finished_at']:%Y-%m-%d %H:%M:%S}"
+                          f"  {row['duration_s']:8.1f} s", highlight=False, soft_wrap=True)
+    for path, reason in unreadable.items():
+        console.print(f"[red]unreadable part[/red] {path}: {reason} (its rows are not counted above)",
+                      highlight=False, soft_wrap=True)
+    return 1 if unreadable else 0
+
+
+def resolve_run_id(ws: Workspace, text: str) -> str:
+    """A run id from itself or a unique prefix of it (runs of the `runs` table, completed or failed)."""
+    run_ids = sorted(set(ws.table("runs", columns=["run_id"])["run_id"]))
+    if text in run_ids:
+        return text
+    matches = [r for r in run_ids if r.startswith(text)] if text else []
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise KeyError(f"no run {text!r} in {ws.root} (`sdgan catalog ls` lists the recent ones)")
+    shown = ", ".join(matches[:RECENT_RUNS]) + (f", ... ({len(matches)} in all)" if len(matches) > RECENT_RUNS else "")
+    raise KeyError(f"{text!r} is ambiguous: {len(matches)} runs start with it: {shown}")
 
 
 def cmd_catalog_show(args: argparse.Namespace) -> int:
     ws = _open(args.workspace)
-    manifest = ws.manifest(args.run_id)
+    manifest = ws.manifest(resolve_run_id(ws, args.run_id))
     print(manifest.to_json())
     return 0
 
@@ -223,14 +261,16 @@ def cmd_catalog_gc(args: argparse.Namespace) -> int:
 
 # flows ---------------------------------------------------------------------------------------------
 def _print_outcomes(outcomes: list[dict]) -> None:
-    table = Table(title="stages")
-    for column in ("stage", "status", "run", "detail"):
-        table.add_column(column, overflow="fold")
+    """One line per stage: name, status, run id (whole, never cut: it is what `catalog show` takes), counts."""
     colours = {"ran": "green", "cached": "cyan", "failed": "red", "blocked": "yellow", "not built yet": "dim"}
+    widths = [max((len(o[key] or "") for o in outcomes), default=0) for key in ("stage", "status", "run_id")]
+    console.print("[bold]stages[/bold]")
     for o in outcomes:
         colour = colours.get(o["status"], "white")
-        table.add_row(o["stage"], f"[{colour}]{o['status']}[/{colour}]", o["run_id"] or "", o["detail"])
-    console.print(table)
+        status = f"[{colour}]{o['status']}[/{colour}]" + " " * (widths[1] - len(o["status"]))
+        run_id = (o["run_id"] or "").ljust(widths[2])
+        console.print(f"  {o['stage']:<{widths[0]}}  {status}  {run_id}  {escape(o['detail'])}".rstrip(),
+                      highlight=False, soft_wrap=True)
 
 
 def _print_outputs(outputs: dict[str, dict]) -> None:
@@ -253,6 +293,7 @@ def _run_flow(name: str, **options: object) -> dict:
     from flows import embedded_server
     from flows.registry import load_flow
 
+    check_flow(name, **options)  # configs, credentials, workspace, server: before Prefect starts a server
     embedded_server.install()  # the embedded Prefect server dies with this process, even under kill -9
     result = load_flow(name)(**options)
     _print_outcomes(result["stages"])
@@ -325,11 +366,33 @@ def cmd_stage_direct(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_emulator(args: argparse.Namespace) -> int:
-    from alignment.demo_corpus import build_demo_corpus
-    from crawling.emulator import main as emulator_main
+def _check_port_free(port: int) -> None:
+    import socket
 
-    corpus = args.corpus or str(build_demo_corpus(Path("workspace") / "corpus" / "demo"))
+    if port == 0:
+        return
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise OSError(f"port {port} on 127.0.0.1 is not free ({exc.strerror}); choose another with --port "
+                          "(0: any free port)") from None
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from crawling.emulator import main as emulator_main
+    from crawling.emulator import parse_faults
+
+    parse_faults(args.faults)  # a wrong mode or a taken port fails before the demo corpus is built (~10 s)
+    _check_port_free(args.port)
+    if args.corpus is None:
+        from alignment.demo_corpus import build_demo_corpus
+
+        corpus = str(build_demo_corpus(Path("workspace") / "corpus" / "demo"))
+    elif Path(args.corpus).is_dir():
+        corpus = args.corpus
+    else:
+        raise FileNotFoundError(f"--corpus {args.corpus}: not a folder")
     argv = ["--corpus", corpus, "--port", str(args.port)] + (["--faults", args.faults] if args.faults else [])
     return emulator_main(argv)
 
@@ -353,9 +416,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     if version is None or version not in versions:
         raise ValueError(f"choose a dataset version with --version; this workspace has: {', '.join(versions) or 'none'}")
     folder = ws.dataset_dir(version)
-    shards = [p for split in (args.split or ["train"]) for p in list_shards(folder, split)]
-    out = (export_stylegan_zip if args.format == "stylegan-zip" else export_folder)(shards, args.out)
-    console.print(f"exported {len(shards)} shard(s) of {version} to {out}")
+    if args.format == "stylegan-zip":  # one unsplit training set, as dataset_tool.py makes
+        shards = [p for split in (args.split or ["train"]) for p in list_shards(folder, split)]
+        out = export_stylegan_zip(shards, args.out)
+    else:  # <out>/<split>/<attribute>/<key>.<ext>: every split of the version unless --split narrows it
+        splits = args.split or [s for s in ("train", "val") if any(folder.glob(f"megn-{s}-*.tar"))]
+        by_split = {split: list_shards(folder, split) for split in splits}
+        shards = [p for paths in by_split.values() for p in paths]
+        out = export_folder(by_split, args.out)
+    console.print(f"exported {len(shards)} shard(s) of {version} to {out}", soft_wrap=True, highlight=False)
     return 0
 
 
@@ -374,6 +443,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from flows.serve import DEFAULT_FILE, serve
+
+    # Deployments served on a temporary server could be run by nobody: serving needs a real one.
+    if check_prefect_api() is None:
+        raise ValueError("sdgan serve needs a running Prefect server: `prefect server start`, then "
+                         "export PREFECT_API_URL=http://127.0.0.1:4200/api in this shell and in the one that runs "
+                         "`prefect deployment run`")
 
     serve(args.file or DEFAULT_FILE, only=args.only or None, limit=args.limit)
     return 0
@@ -438,15 +513,39 @@ def _handler(args: argparse.Namespace):
     return cmd_stage_direct if get_stage(args.command).cli == "direct" else cmd_stage_flow
 
 
+def one_line(message: object) -> str:
+    """A multi-line message (a config error lists each problem on its own line) as one line."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} {'; '.join(lines[1:])}"
+    return "; ".join(lines)
+
+
+def error_line(exc: BaseException) -> str:
+    """`sdgan: error: ...` for any exception: the message alone for user errors, with its type otherwise."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "sdgan: error: interrupted"
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        message = f"{exc.strerror}: {exc.filename}"  # not "[Errno 2] No such file or directory: 'x'"
+    text = one_line(message) or type(exc).__name__
+    if not isinstance(exc, USER_ERRORS):
+        text = f"{type(exc).__name__}: {text} (--debug or {DEBUG_ENV}=1 shows the traceback)"
+    return f"sdgan: error: {text}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every failure ends in one `sdgan: error: ...` line on stderr (2 for usage and user errors, else 1)."""
     args = build_parser().parse_args(argv)
     try:
         return _handler(args)(args)
-    except (ConfigError, WorkspaceError, WorkspaceBusy, KeyError, NotImplementedError, ValueError,
-            FileNotFoundError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"sdgan: error: {message}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 (the CLI's one place that reports errors)
+        if args.debug:
+            traceback.print_exc()
+        print(error_line(exc), file=sys.stderr, flush=True)
+        if isinstance(exc, KeyboardInterrupt):
+            return 130
+        return 2 if isinstance(exc, USER_ERRORS) else 1
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from prefect import Flow, flow
 
 from data_catalog.stages import PIPELINES, STAGES, Option, StageSpec, flow_names, flow_stages
 from flows.pipeline import outcomes_to_json, publish_outputs, run_stages, stage_outputs
+from flows.preflight import shortcut_overrides
 
 _KW = inspect.Parameter.KEYWORD_ONLY
 COMMON_PARAMETERS = (
@@ -50,13 +51,8 @@ def make_flow(name: str) -> Flow:
     summary = PIPELINES[name].summary if name in PIPELINES else STAGES[name].summary
 
     def body(**kwargs: Any) -> dict[str, Any]:
-        extra: list[str] = []
-        forced = list(kwargs.get("force") or [])
-        for spec in {spec.name: spec for spec, _ in options}.values():
-            values = {o.name: kwargs[o.name] for s, o in options if s is spec and o.name in kwargs}
-            overrides, force = spec.shortcut_overrides(values)
-            extra += [f"{spec.name}.{text}" if len(names) > 1 else text for text in overrides]
-            forced += [spec.name] if force else []
+        extra, forced = shortcut_overrides(name, {o.name: kwargs[o.name] for _, o in options if o.name in kwargs})
+        forced = list(kwargs.get("force") or []) + forced
         outcomes = run_stages(list(names), kwargs["workspace"], kwargs.get("profile", "demo"),
                               list(kwargs.get("overrides") or []) + extra, forced,
                               task_runner=kwargs.get("task_runner", "thread"), workers=kwargs.get("workers", 4),

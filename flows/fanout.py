@@ -13,7 +13,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-TASK_RUNNERS = ("thread", "process", "dask", "ray")
+from flows.preflight import TASK_RUNNERS
 
 
 def make_task_runner(kind: str, workers: int) -> TaskRunner:

@@ -11,14 +11,16 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from data_catalog import stages
-from data_catalog.config import ConfigError, StageConfig, load_config
+from data_catalog.config import StageConfig
 from data_catalog.lock import FROM_ENV, parse_wait, workspace_lock
 from data_catalog.manifest import Manifest
 from data_catalog.workspace import Workspace
+from flows.artifacts import artifact_markdown
 from flows.caching import CACHED, stage_task
 from flows.fanout import TASK_RUNNERS
 
-FORCE_ALL = "all"
+# Prefect-free, so the CLI checks a run before Prefect starts; re-exported here for existing callers.
+from flows.preflight import FORCE_ALL, PipelineError, check_force, resolve_configs, split_overrides  # noqa: F401
 
 
 @dataclass
@@ -27,46 +29,6 @@ class StageOutcome:
     status: str  # ran | cached | failed | not built yet | blocked
     run_id: str | None = None
     detail: str = ""
-
-
-class PipelineError(RuntimeError):
-    pass
-
-
-def split_overrides(names: Sequence[str], overrides: Iterable[str]) -> dict[str, list[str]]:
-    """`--set crawl.max_num=5` goes to crawl; an unprefixed key is allowed when the flow has one stage."""
-    per_stage: dict[str, list[str]] = {name: [] for name in names}
-    for text in overrides:
-        head, _, rest = text.partition(".")
-        if head in per_stage and rest:
-            per_stage[head].append(rest)
-        elif len(names) == 1:
-            per_stage[names[0]].append(text)
-        else:
-            raise ConfigError(f"--set {text!r}: prefix the key with one of the stages {', '.join(names)}")
-    return per_stage
-
-
-def resolve_configs(
-    names: Sequence[str], profile: str, overrides: Iterable[str], config_dir: str | Path | None = None
-) -> dict[str, StageConfig]:
-    """Load every built stage's config before anything runs, so a wrong value fails fast."""
-    per_stage = split_overrides(names, overrides)
-    configs = {}
-    for name in names:
-        spec = stages.get(name)
-        if spec.built:
-            config_cls, _ = spec.load()
-            configs[name] = load_config(config_cls, profile, per_stage[name], config_dir)
-    return configs
-
-
-def check_force(names: Sequence[str], force: Iterable[str]) -> set[str]:
-    force = set(force)
-    unknown = force - set(names) - {FORCE_ALL}
-    if unknown:
-        raise PipelineError(f"--force {sorted(unknown)}: not a stage of this flow ({', '.join(names)})")
-    return set(names) if FORCE_ALL in force else force
 
 
 def run_stages(
@@ -172,16 +134,16 @@ def stage_outputs(workspace: str | Path, names: Sequence[str]) -> dict[str, dict
     found: dict[str, dict[str, Any]] = {}
     for name in names:
         spec = stages.get(name)
-        if spec.describe and (manifest := ws.current(name)) is not None:
-            if (outputs := spec.outputs(ws, manifest)) is not None:
-                found[name] = outputs.to_json()
+        if (spec.describe and (manifest := ws.current(name)) is not None
+                and (outputs := spec.outputs(ws, manifest)) is not None):
+            found[name] = outputs.to_json()
     return found
 
 
 def publish_outputs(outputs: dict[str, dict[str, Any]]) -> None:
-    """Markdown outputs (the dataset card) as Prefect artifacts, so the UI shows what was built."""
+    """What each stage left (the dataset card, reports, training sample grids) as Prefect markdown artifacts,
+    made to render in the UI: no front matter, images embedded (`flows.artifacts`)."""
     for name, described in outputs.items():
-        if described.get("markdown") and Path(described["markdown"]).is_file():
+        if (markdown := artifact_markdown(described)) is not None:
             create_markdown_artifact(key=described.get("artifact_key") or f"{name}-outputs",
-                                     markdown=Path(described["markdown"]).read_text(encoding="utf-8"),
-                                     description=described["title"])
+                                     markdown=markdown, description=described["title"])

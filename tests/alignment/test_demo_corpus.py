@@ -3,6 +3,7 @@ and the emulator's corpus_builder hook that runs it without crawling importing a
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,20 @@ from pydantic import ValidationError
 
 from alignment.demo_corpus import CLASSES, KEYWORDS, analysed_photos, build_demo_corpus, dressed, template_pool
 from alignment.detect import make_detector
-from crawling.config import EmulatorConfig
+from crawling.config import CrawlConfig, EmulatorConfig
+from crawling.corpus_builders import (
+    GROUP,
+    builder_names,
+    corpus_builder,
+    load_entry_point,
+    register_corpus_builder,
+    resolve_builder,
+)
 from crawling.emulator import load_corpus
-from crawling.emulator_support import resolve_builder, start_emulator
+from crawling.emulator_support import start_emulator
 from crawling.plan import load_plan
 from data_catalog import Workspace
+from data_catalog.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = 2
@@ -111,18 +121,48 @@ def fake_builder(folder: Path, **options: Any) -> Path:
 
 
 def test_the_hook_calls_the_named_builder_with_its_options(tmp_path: Path) -> None:
-    config = EmulatorConfig(corpus="corpus/x", corpus_builder=f"{__name__}:fake_builder",
-                            corpus_options={"variants_per_class": 3, "seed": 7})
-    with start_emulator(config, Workspace(tmp_path / "ws")) as emulator:
-        assert [image.name for image in emulator.images] == ["one.jpg"]
+    with corpus_builder("test-fake", fake_builder):
+        config = EmulatorConfig(corpus="corpus/x", corpus_builder="test-fake",
+                                corpus_options={"variants_per_class": 3, "seed": 7})
+        with start_emulator(config, Workspace(tmp_path / "ws")) as emulator:
+            assert [image.name for image in emulator.images] == ["one.jpg"]
     assert calls[-1] == ((tmp_path / "ws").resolve() / "corpus" / "x", {"variants_per_class": 3, "seed": 7})
-    assert resolve_builder("alignment.demo_corpus:build_demo_corpus") is build_demo_corpus
+    assert "test-fake" not in builder_names()  # the registration ends with the block
 
 
-@pytest.mark.parametrize("reference", ["no_colon", "a:b:c", "pkg.:f", "1pkg:f", "pkg:f-g", ":f", "pkg:"])
-def test_a_malformed_builder_reference_is_a_config_error(reference: str) -> None:
-    with pytest.raises(ValidationError, match="corpus_builder must look like"):
-        EmulatorConfig(corpus="c", corpus_builder=reference)
+def test_the_project_builder_is_the_demo_entry_point() -> None:
+    assert resolve_builder("demo") is build_demo_corpus
+    assert load_config(CrawlConfig, "demo").emulator.corpus_builder == "demo"
+
+
+@pytest.mark.parametrize("reference", ["os:system", "alignment.demo_corpus:build_demo_corpus", "builtins:exec"])
+def test_a_module_reference_is_refused_before_anything_is_imported(reference: str) -> None:
+    with pytest.raises(ConfigError, match="not a 'module:function' reference") as error:
+        load_config(CrawlConfig, "demo", [f"emulator.corpus_builder={reference}", "emulator.corpus=touch X"])
+    assert "--set emulator.corpus_builder" in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["no-such-builder", "os.system", "subprocess"])
+def test_an_unregistered_name_is_a_config_error_naming_the_allowed_ones(name: str) -> None:
+    with pytest.raises(ValidationError, match=f"{name!r} is not a registered corpus builder; registered: .*demo"):
+        EmulatorConfig(corpus="c", corpus_builder=name)
+
+
+@pytest.mark.parametrize("name", ["", " demo", "a b", "-x", "démo/"])
+def test_a_malformed_builder_name_is_a_config_error(name: str) -> None:
+    with pytest.raises(ValidationError, match="corpus_builder must be a builder name"):
+        EmulatorConfig(corpus="c", corpus_builder=name)
+
+
+def test_a_taken_name_cannot_be_registered_again() -> None:
+    with pytest.raises(ValueError, match="'demo' is already registered"):
+        register_corpus_builder("demo", fake_builder)
+    with corpus_builder("test-twice", fake_builder):
+        with pytest.raises(ValueError, match="already registered"):
+            register_corpus_builder("test-twice", build_demo_corpus)
+        assert resolve_builder("test-twice") is fake_builder
+    with pytest.raises(TypeError, match="not callable"):
+        register_corpus_builder("test-value", 42)  # type: ignore[arg-type]
 
 
 def test_options_without_a_builder_are_a_config_error() -> None:
@@ -130,14 +170,12 @@ def test_options_without_a_builder_are_a_config_error() -> None:
         EmulatorConfig(corpus="c", corpus_options={"seed": 1})
 
 
-@pytest.mark.parametrize(("reference", "message"), [
-    ("no_such_module_for_sdgan:build", "cannot import module 'no_such_module_for_sdgan'"),
-    ("alignment.demo_corpus:no_such_builder", "has no 'no_such_builder'"),
+@pytest.mark.parametrize(("value", "message"), [
+    ("no_such_module_for_sdgan:build", "does not load"),
+    ("alignment.demo_corpus:no_such_builder", "does not load"),
     ("alignment.demo_corpus:CORPUS_VERSION", "is not callable"),
 ])
-def test_an_unresolvable_builder_names_the_reference(tmp_path: Path, reference: str, message: str) -> None:
-    config = EmulatorConfig(corpus="c", corpus_builder=reference)
-    with pytest.raises(ValueError, match=message) as error:
-        with start_emulator(config, Workspace(tmp_path / "ws")):
-            pass
-    assert repr(reference) in str(error.value)
+def test_a_broken_entry_point_names_itself(value: str, message: str) -> None:
+    entry = importlib.metadata.EntryPoint("test-broken", value, GROUP)
+    with pytest.raises(ValueError, match=f"'test-broken': its entry point {value!r} {message}"):
+        load_entry_point(entry)

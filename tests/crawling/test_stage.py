@@ -268,3 +268,17 @@ class TestCrawlStageContract(StageContract):
 
     def changed_config(self) -> CrawlConfig:
         return self.config(max_per_query=3)
+
+
+def test_a_cap_that_hides_the_built_in_emulators_faults_is_warned_about(corpus: Path, tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Fault results follow a query's matching images: max_per_query 1 never reaches them, and the crawl says so."""
+    ws = Workspace(tmp_path / "ws")
+    capped = CrawlConfig.model_validate({
+        "sources": ["google"], "plan": plan(["google"]), "max_per_query": 1, "http": FAST_HTTP,
+        "images": {"min_side": 32}, "emulator": {"corpus": str(corpus), "faults": ["not-found", "error500"]}})
+    with caplog.at_level("WARNING", logger="crawling.stage"):
+        run(capped, ws)
+    assert "cuts off the fault results of 1 of 1 queries" in caplog.text
+    assert f"max_per_query >= {len(MASK_FILES) + 2}" in caplog.text
+    assert set(ws.table("candidates")["status"]) == {"ok"}  # no fault URL was ever tried

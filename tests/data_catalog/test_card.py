@@ -192,10 +192,10 @@ def test_write_card_writes_both_files(tmp_path: Path) -> None:
     inputs = card_inputs()
     folder = tmp_path / "primary" / "megn" / inputs.version
     card_path, grid_path = write_card(folder, inputs)
-    assert (card_path, grid_path) == (folder / "card.md", folder / "grid.png")
+    assert (card_path, grid_path) == (folder / "README.md", folder / "grid.png")
     assert card_path.read_text(encoding="utf-8") == render_card(inputs)
     assert grid_path.read_bytes() == make_grid(inputs.examples)
-    assert sorted(p.name for p in folder.iterdir()) == ["card.md", "grid.png"]  # no temp files left
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "grid.png"]  # no temp files left
 
 
 def test_write_card_with_bad_example_leaves_folder_empty(tmp_path: Path) -> None:

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import Field
 
 from data_catalog.config import (
     ConfigError,
@@ -129,3 +131,48 @@ def test_configs_are_immutable() -> None:
     config = ToyConfig()
     with pytest.raises(Exception):
         config.batch = 3  # type: ignore[misc]
+
+
+class FreeForm(StageConfig):
+    STAGE = "toy"
+    blur: float = 1.0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "1e400", "-1e400"])
+def test_a_non_finite_override_names_its_key(tmp_path: Path, value: str) -> None:
+    write(tmp_path, "")
+    with pytest.raises(ConfigError, match=r"key 'filters\.blur'.*finite number"):
+        load_config(ToyConfig, "demo", [f"filters.blur={value}"], config_dir=tmp_path)
+
+
+def test_a_non_finite_value_inside_free_form_data_names_its_path(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    (folder / "toy.yaml").write_text("options: {a: [1, .inf]}\n")
+    with pytest.raises(ConfigError, match=r"toy\.yaml: key 'options\.a\.1': inf is not a finite number"):
+        load_config(FreeForm, "demo", config_dir=tmp_path)
+    (folder / "toy.yaml").write_text("")
+    with pytest.raises(ConfigError, match=r"--set 'options=\{b: \.nan\}': key 'options\.b': nan is not a finite"):
+        load_config(FreeForm, "demo", ["options={b: .nan}"], config_dir=tmp_path)
+    assert load_config(FreeForm, "demo", ["options={b: 1e400}"], config_dir=tmp_path).options == {"b": "1e400"}
+
+
+class Resumable(StageConfig):
+    STAGE = "toy"
+    batch: int = 8
+    filters: Filters = Filters()
+    resume: str | None = None
+    resume_overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+def test_resume_records_the_overrides_given_with_it(tmp_path: Path) -> None:
+    write(tmp_path, "batch: 4\n")
+    plain = load_config(Resumable, "demo", ["filters.blur=3"], config_dir=tmp_path)
+    assert plain.resume_overrides == {} and "resume_overrides" not in plain.to_dict()  # hashes as without the field
+    resumed = load_config(Resumable, "demo", ["filters.blur=3", "resume=r-1", "filters.blur=4", "batch=2"],
+                          config_dir=tmp_path)
+    assert resumed.resume_overrides == {"filters.blur": 4, "batch": 2}
+    assert resumed.to_dict()["resume_overrides"] == {"filters.blur": 4, "batch": 2}
+    with pytest.raises(ConfigError, match="filled from the --set values given with resume"):
+        load_config(Resumable, "demo", ["resume=r-1", "resume_overrides={batch: 1}"], config_dir=tmp_path)

@@ -91,6 +91,11 @@ def shard_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("megn-*.tar"))
 
 
+def files(folder: Path) -> dict[str, bytes]:
+    """Every file of a version folder (stats/ included) by relative path."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_labels_follow_the_query_majority() -> None:
     assert label_of([{"attribute": "face_mask"}, {"attribute": "face_mask"}, {"attribute": "none"}]) == ("face_mask", "query")
     assert label_of([{"attribute": "sunglasses"}, {"attribute": "frame_glasses"}]) == (None, "label_conflict")
@@ -133,8 +138,8 @@ def test_shard_stage_writes_a_traceable_identity_split_version(workspace: Worksp
     assert json.loads(read[f"{_sha('b')[:20]}_0"]["json"])["split"] == meta["split"]
     identity_splits = samples.assign(identity=[json.loads(read[k]["json"])["identity"] for k in samples["key"]])
     assert identity_splits.groupby("identity")["split"].nunique().max() == 1
-    assert {p.name for p in folder.iterdir()} >= {"card.md", "grid.png", "config.json", "version.json"}
-    card = (folder / "card.md").read_text(encoding="utf-8")
+    assert {p.name for p in folder.iterdir()} >= {"README.md", "grid.png", "config.json", "version.json", "stats"}
+    card = (folder / "README.md").read_text(encoding="utf-8")
     assert "http_404" in card and "label_conflict" in card and "blur" in card
 
 
@@ -143,10 +148,10 @@ def test_same_catalog_and_config_give_the_same_bytes_and_no_duplicate_rows(works
     config = ShardConfig(max_count=2, optout=optout)
     first = run(config, workspace, [crawl, align])
     folder = workspace.root / "primary" / "megn" / workspace.dataset_versions()[0]
-    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    before = files(folder)
     shutil.rmtree(folder)  # rebuilt from the catalog, byte for byte
     second = run(config, workspace, [crawl, align])
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert files(folder) == before
     assert first.content_hash == second.content_hash
     assert len(workspace.table("samples")) == first.counts["samples"]  # rows are not appended twice
 
@@ -174,14 +179,14 @@ def test_a_folder_left_by_a_killed_run_is_replaced(workspace: Workspace, catalog
     run(ShardConfig(), workspace, [crawl, align])
     (version,) = workspace.dataset_versions()
     folder = workspace.root / "primary" / "megn" / version
-    expected = {p.name: p.read_bytes() for p in folder.iterdir()}
+    expected = files(folder)
     shutil.rmtree(folder)
     stale = folder.with_name(f".{version}.partial-99999")  # a run killed while writing this version
     stale.mkdir()
     (stale / "megn-train-000000.tar").write_bytes(b"truncated")
     assert workspace.dataset_versions() == []  # an incomplete folder is no version
     run(ShardConfig(), workspace, [crawl, align])
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == expected
+    assert files(folder) == expected
     assert not stale.exists()
 
 
@@ -199,3 +204,58 @@ class TestShardStageContract(StageContract):
 
     def changed_config(self) -> ShardConfig:
         return ShardConfig(max_count=2, min_shards=1, val_fraction=0.3, jpeg_quality=80)
+
+
+def test_a_version_folder_loads_with_hugging_face_datasets(workspace: Workspace, catalog: tuple, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`datasets.load_dataset(folder)` reads the shards (not the stats) as train/val, with the class names."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # read before `datasets` is imported
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    import datasets
+
+    crawl, align, optout = catalog
+    run(ShardConfig(max_count=2, val_fraction=0.3, optout=optout), workspace, [crawl, align])
+    (version,) = workspace.dataset_versions()
+    folder = workspace.dataset_dir(version)
+    assert sorted(p.name for p in folder.glob("*.json")) == ["config.json", "version.json"]  # the stats are in stats/
+    loaded = datasets.load_dataset(str(folder), cache_dir=str(tmp_path / "hf-cache"))
+    samples = workspace.table("samples")
+    assert set(loaded) == {"train", "val"}
+    for split, rows in loaded.items():
+        expected = samples[samples["split"] == split].set_index("key")["attribute_id"].astype(int).to_dict()
+        assert {row["__key__"]: row["cls"] for row in rows} == expected
+        assert rows.features["cls"].names == ["none", "face_mask", "sunglasses", "frame_glasses"]
+        for row in rows:
+            assert row["jpg"].size == (32, 32) and row["json"]["face_id"] == row["__key__"]
+            assert row["json"]["split"] == split and row["json"]["sources"][0]["url"].startswith("https://")
+
+
+def test_the_card_declares_every_metadata_field(workspace: Workspace, catalog: tuple) -> None:
+    """Fields `datasets` is not told about are dropped silently: a new `<key>.json` field must be declared."""
+    from data_catalog.dataset import METADATA_FEATURES
+
+    crawl, align, optout = catalog
+    run(ShardConfig(optout=optout), workspace, [crawl, align])
+    folder = workspace.dataset_dir(workspace.dataset_versions()[0])
+    sample = next(iter(wds.WebDataset(str(shard_files(folder)[0]), shardshuffle=False)))
+    meta = json.loads(sample["json"])
+    assert set(meta) == set(METADATA_FEATURES)
+    assert set(meta["sources"][0]) == set(METADATA_FEATURES["sources"][0])
+
+
+def test_versions_written_before_the_readme_and_stats_folder_still_read(workspace: Workspace, catalog: tuple) -> None:
+    """Older versions keep `card.md` and `<shard>_stats.json` beside the shards."""
+    from data_catalog.dataset import describe
+    from data_catalog.shards import read_all_stats
+
+    crawl, align, optout = catalog
+    manifest = run(ShardConfig(max_count=2, optout=optout), workspace, [crawl, align])
+    folder = workspace.dataset_dir(workspace.dataset_versions()[0])
+    stats = read_all_stats(folder, "train")
+    (folder / "README.md").rename(folder / "card.md")
+    for path in (folder / "stats").iterdir():
+        path.rename(folder / path.name)
+    (folder / "stats").rmdir()
+    assert read_all_stats(folder, "train") == stats and len(stats) >= 2
+    outputs = describe(workspace, manifest)
+    assert outputs is not None and outputs.markdown == str(folder / "card.md") and outputs.items["load"] == "webdataset"

@@ -76,26 +76,50 @@ def test_stylegan_zip_folders_hold_a_thousand_images(tmp_path: Path) -> None:
 
 def test_folder_export_files_and_labels_csv(tmp_path: Path, mixed: tuple[list[Path], list[ShardSample]]) -> None:
     shards, samples = mixed
-    out = export_folder(shards, tmp_path / "folder")
+    out = export_folder({"train": shards}, tmp_path / "folder")
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     names = {0: "none", 1: "face_mask", 2: "sunglasses", 3: "frame_glasses"}
-    expected = {f"{names[s.label]}/{s.key}.{s.image_ext}": s for s in samples}
+    expected = {f"train/{names[s.label]}/{s.key}.{s.image_ext}": s for s in samples}
     assert files == sorted([*expected, "labels.csv"])
     for relative, sample in expected.items():
         assert (out / relative).read_bytes() == sample.image
     with open(out / "labels.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert rows == [{"key": s.key, "file": f"{names[s.label]}/{s.key}.{s.image_ext}", "label": str(s.label),
-                     "attribute": names[s.label]} for s in samples]
+    assert rows == [{"key": s.key, "split": "train", "file": f"train/{names[s.label]}/{s.key}.{s.image_ext}",
+                     "label": str(s.label), "attribute": names[s.label]} for s in samples]
+
+
+def test_folder_export_keeps_the_splits_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train and val land in their own folders, which Hugging Face's imagefolder reads back as two splits."""
+    train, val = make_samples(4, "png", size=8), make_samples(2, "jpg", size=8, start=4)
+    write_shards(train, tmp_path / "v", "train", max_count=2)
+    write_shards(val, tmp_path / "v", "val")
+    splits = {"train": list_shards(tmp_path / "v", "train"), "val": list_shards(tmp_path / "v", "val")}
+    out = export_folder(splits, tmp_path / "folder")
+    assert sorted(p.name for p in out.iterdir()) == ["labels.csv", "train", "val"]
+    assert sorted(p.stem for p in (out / "val").rglob("*.jpg")) == [s.key for s in val]
+    with open(out / "labels.csv", newline="", encoding="utf-8") as handle:
+        assert {r["key"]: r["split"] for r in csv.DictReader(handle)} == {
+            **{s.key: "train" for s in train}, **{s.key: "val" for s in val}}
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # read before `datasets` is imported
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    import datasets
+
+    loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))
+    assert {name: len(rows) for name, rows in loaded.items()} == {"train": 4, "validation": 2}
+    names = loaded["train"].features["label"].names
+    assert sorted(names[label] for label in loaded["train"]["label"]) == sorted(
+        {0: "none", 1: "face_mask", 2: "sunglasses", 3: "frame_glasses"}[s.label] for s in train)
 
 
 def test_folder_export_is_idempotent(tmp_path: Path, mixed: tuple[list[Path], list[ShardSample]]) -> None:
     shards, _ = mixed
-    out = export_folder(shards, tmp_path / "folder")
+    out = export_folder({"train": shards}, tmp_path / "folder")
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_ino) for p in out.rglob("*") if p.is_file()}
     image = next(p for p in before if p.suffix == ".png")
     image.write_bytes(b"corrupted")
-    export_folder(shards, out)
+    export_folder({"train": shards}, out)
     after = {p: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_ino) for p in out.rglob("*") if p.is_file()}
     assert {p: v[0] for p, v in after.items()} == {p: v[0] for p, v in before.items()}  # the damage is repaired
     untouched = [p for p in before if p != image and p.name != "labels.csv"]
@@ -108,6 +132,6 @@ def test_folder_export_rejects_duplicate_keys_and_names_unknown_labels(tmp_path:
     write_shards(one, tmp_path / "y", "train")
     shards = list_shards(tmp_path / "x", "train") + list_shards(tmp_path / "y", "train")
     with pytest.raises(ValueError, match="key 'a' appears twice"):
-        export_folder(shards, tmp_path / "dup")
-    out = export_folder(shards[:1], tmp_path / "ok")
-    assert (out / "label_7" / "a.png").is_file()
+        export_folder({"train": shards[:1], "val": shards[1:]}, tmp_path / "dup")
+    out = export_folder({"train": shards[:1]}, tmp_path / "ok")
+    assert (out / "train" / "label_7" / "a.png").is_file()

@@ -49,8 +49,8 @@ def test_two_writes_are_byte_identical(tmp_path: Path) -> None:
     first = write_shards(samples, tmp_path / "a", "train", max_count=3)
     second = write_shards(iter(samples), tmp_path / "b", "train", max_count=3)
     assert first == second
-    names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
+    names = sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(tmp_path / "b").as_posix() for p in (tmp_path / "b").rglob("*") if p.is_file())
     assert len(names) == 6  # three shards and three stats files
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
@@ -136,7 +136,8 @@ def test_closed_shards_stay_when_a_later_sample_is_invalid(tmp_path: Path) -> No
     samples = [raw_sample("a"), raw_sample("b"), raw_sample("c"), raw_sample("d", label=-1)]
     with pytest.raises(ValueError, match="'d': label must be an int >= 0"):
         write_shards(samples, tmp_path, "train", max_count=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["megn-train-000000.tar", "megn-train-000000_stats.json"]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        "megn-train-000000.tar", "stats/megn-train-000000_stats.json"]
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -165,7 +166,7 @@ def test_stats_json_matches_the_shard(tmp_path: Path) -> None:
     infos = write_shards(make_samples(6), tmp_path, "test", prefix="megn", max_count=4)
     for info in infos:
         shard = tmp_path / info.name
-        assert stats_path(shard).name == shard.stem + "_stats.json"
+        assert stats_path(shard) == tmp_path / "stats" / (shard.stem + "_stats.json")  # apart from the shards
         stats = json.loads(stats_path(shard).read_text())
         assert list(stats) == sorted(stats)
         assert stats["sha256"] == sha256_file(shard) == info.sha256
@@ -176,6 +177,16 @@ def test_stats_json_matches_the_shard(tmp_path: Path) -> None:
     assert read_all_stats(tmp_path, "test") == infos
     assert infos[0].labels == {0: 1, 1: 1, 2: 1, 3: 1} and infos[1].labels == {0: 1, 1: 1}
     assert ShardInfo.from_dict(infos[0].to_dict()) == infos[0]
+
+
+def test_stats_beside_the_shards_still_read(tmp_path: Path) -> None:
+    """Folders written before the stats moved to `stats/` keep theirs next to each shard."""
+    infos = write_shards(make_samples(6), tmp_path, "test", max_count=4)
+    for info in infos:
+        moved = tmp_path / f"{Path(info.name).stem}_stats.json"
+        (tmp_path / "stats" / moved.name).rename(moved)
+        assert stats_path(tmp_path / info.name) == moved and read_stats(tmp_path / info.name) == info
+    assert read_all_stats(tmp_path, "test") == infos
 
 
 def test_empty_input_writes_nothing(tmp_path: Path) -> None:

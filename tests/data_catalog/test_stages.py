@@ -65,6 +65,9 @@ def test_shortcuts_become_overrides() -> None:
                                                   "retry_failed": True})
     assert 'sources=["naver"]' in overrides and "retry_failed=true" in overrides and forced
     assert 'endpoints={"naver": "http://127.0.0.1:9/x"}' in overrides
+    assert "emulator=null" in overrides  # the one source has its endpoint: no built-in emulator to start
+    assert "emulator=null" in crawl.shortcut_overrides({"urls": "list.txt"})[0]
+    assert "emulator=null" not in crawl.shortcut_overrides({"sources": ["urls", "google"], "urls": "list.txt"})[0]
     with pytest.raises(ValueError, match="exactly one search --source"):
         crawl.shortcut_overrides({"endpoint": "http://x"})
     with pytest.raises(ValueError, match="unknown option"):

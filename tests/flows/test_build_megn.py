@@ -49,7 +49,7 @@ def statuses(result: dict) -> dict[str, str]:
 
 
 def shard_hashes(folder: Path) -> dict[str, str]:
-    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_first_build_writes_shards_that_give_every_sample_once(served: dict, workspace: Path) -> None:

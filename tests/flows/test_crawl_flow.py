@@ -38,6 +38,7 @@ def test_crawl_cli_with_endpoint_cache_and_retry(prefect_server: str, corpus: Pa
         assert "cached" in capsys.readouterr().out
         assert cli(args + ["--retry-failed"]) == 0
         assert emulator.hits("/images/") == fetched
+    assert not (ws / "corpus").exists()  # --endpoint: the demo profile's emulator and corpus are not needed
     table = Workspace(ws).table("candidates")
     assert sorted(Path(u).name for u in table["url"] if "/images/" in u) == sorted(PLAIN_FILES)
     assert table["reason"].tolist().count("http_500") == 2  # first run and the retry

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.prefect_server
 SMALL_CORPUS = 'crawl.emulator.corpus_options={"variants_per_class": 3}'
 ENGINES = {"google", "naver", "google-api", "naver-api"}
 STABLE = "http://search-emulator.invalid/"
-RUN_SPECIFIC = {"card.md"}  # names the upstream run ids and the code version; the data files must not
+RUN_SPECIFIC = {"README.md"}  # the card names the upstream run ids and the code version; the data files must not
 
 
 def build(workspace: Path, prefect_server: str) -> Path:
@@ -40,7 +40,8 @@ def build(workspace: Path, prefect_server: str) -> Path:
 
 
 def hashes(folder: Path) -> dict[str, str]:
-    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name not in RUN_SPECIFIC}
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))  # stats/ too
+            if p.is_file() and p.name not in RUN_SPECIFIC}
 
 
 def test_two_clean_demo_builds_give_byte_identical_shards(prefect_server: str, tmp_path: Path) -> None:

@@ -52,12 +52,12 @@ def sdgan(project: Path, *args: str, api: str | None, timeout: float = 600) -> s
 
 
 def statuses(output: str, stages: list[str]) -> dict[str, str]:
-    """Each stage's status from the outcome table `sdgan run` prints."""
+    """Each stage's status from the outcome lines `sdgan run` prints (`  <stage>  <status>  <run id>  <counts>`)."""
     found = {}
     for line in output.splitlines():
-        cells = [c.strip() for c in line.strip("│┃ ").split("│")]
-        if len(cells) >= 2 and cells[0] in stages:
-            found[cells[0]] = cells[1]
+        stage, _, rest = line.strip().partition(" ")
+        if stage in stages and rest.strip():
+            found[stage] = "not built yet" if rest.strip().startswith("not built yet") else rest.split()[0]
     return found
 
 

@@ -19,7 +19,8 @@ TINY = ["dataset=" + VERSION, "model.size=16", "model.style_dim=16", "model.n_ml
 
 def test_training_ticks_reach_the_flow_run_log_and_a_progress_artifact(prefect_server: str, tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId,
+                                                LogFilter, LogFilterFlowRunId)
     from prefect.logging.handlers import APILogWorker
 
     from flows.dag import train_stylegan2_flow
@@ -39,7 +40,12 @@ def test_training_ticks_reach_the_flow_run_log_and_a_progress_artifact(prefect_s
             any_=[state.state_details.flow_run_id])))
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
             any_=["train-stylegan2-progress"])))
+        outputs = client.read_artifacts(  # the run's sample grid, embedded so the UI shows it
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["train-stylegan2-outputs"])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
     ticks = [log.message for log in logs if log.message.startswith("tick ")]
     assert len(ticks) >= 3 and all("kimg" in t and "sec/kimg" in t and "eta" in t for t in ticks), ticks
     assert any(log.message.startswith("done: 0.048 kimg") for log in logs)
     assert artifacts and max(float(a.data) for a in artifacts) == 100.0
+    (grid,) = outputs
+    assert "## grid" in grid.data and "](data:image/jpeg;base64," in grid.data

@@ -14,6 +14,7 @@ from PIL import Image
 
 from inference.generate import check_seeds, generate, generate_grid
 from training.stylegan2.checkpoint import CheckpointError, load_checkpoint
+from training.stylegan2.handle import GeneratorHandle
 from training.stylegan2.networks import Discriminator, Generator
 
 SIZE = 16
@@ -146,6 +147,31 @@ def test_missing_and_wrong_checkpoints_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not a StyleGAN2 generator"):
         generate_grid(tmp_path / "classifier.pt", "0", out=tmp_path / "grid.png")
     assert not (tmp_path / "grid.png").exists()
+
+
+def test_non_finite_weights_are_refused_naming_the_tensors(tmp_path: Path) -> None:
+    """A diverged run's checkpoint renders an all-black grid without complaint: it must be refused at load."""
+    path = write_tiny_checkpoint(tmp_path / "diverged.pt")
+    checkpoint = load_checkpoint(path)
+    checkpoint["g_ema"]["convs.0.conv.weight"][0, 0, 0, 0, 0] = float("nan")
+    checkpoint["g_ema"]["to_rgb1.bias"].fill_(float("inf"))
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError) as error:
+        generate_grid(path, "0-3", out=tmp_path / "grid.png")
+    message = str(error.value)
+    assert str(path) in message and "checkpoint['g_ema'] holds non-finite weights" in message
+    assert "convs.0.conv.weight (1 of " in message and "to_rgb1.bias (" in message
+    assert not (tmp_path / "grid.png").exists()
+
+    # g stays finite, so the discriminator and latent_avg are what is checked next
+    fine = load_checkpoint(write_tiny_checkpoint(tmp_path / "fine.pt", latent_avg=torch.full((16,), float("nan"))))
+    with pytest.raises(CheckpointError, match=r"non-finite weights \(NaN or inf\) in latent_avg \(16 of 16\)"):
+        generate(fine, "0")
+    fine["latent_avg"] = torch.zeros(16)
+    fine["d"]["final_linear.0.weight"].fill_(float("-inf"))
+    with pytest.raises(CheckpointError, match=r"checkpoint\['d'\] holds non-finite weights"):
+        GeneratorHandle.from_checkpoint(fine, with_discriminator=True)
+    assert generate(fine, "0")[1].isfinite().all()  # without the discriminator the generator is usable
 
 
 @pytest.mark.parametrize("seeds", ["", "a-b", "5-2", "-3", [], [1.5], [-1]])

@@ -90,3 +90,5 @@ class TrainClassifierConfig(StageConfig):
     report: ReportConfig = ReportConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     resume: str | None = None  # run id, run folder or checkpoint (.pt) to continue
+    # the --set values given with resume (load_config fills them): all that a resume changes in the run's config
+    resume_overrides: dict[str, Any] = Field(default_factory=dict)

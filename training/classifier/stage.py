@@ -25,7 +25,7 @@ from training.classifier.report import (VERDICTS, build_report, label_check, lab
 from training.classifier.trainer import ClassifierTrainer
 from training.common.distributed import barrier, setup_runtime
 from training.common.loop import ProgressCallback, Schedule, TrainingLoop
-from training.common.resume import DatasetNotFound, plan_run
+from training.common.resume import DatasetNotFound, plan_run, resumed_config
 
 __all__ = ["MODELS_DIR", "RESUMABLE_CHANGES", "SCORER_FILE", "STAGE", "DatasetNotFound", "run"]
 
@@ -60,6 +60,7 @@ def run(config: TrainClassifierConfig, workspace: Workspace, inputs: list[Manife
     `progress(fraction, line)` is called on rank 0 at every tick and once at the end with 1.0; the same lines
     go to the logger `sdgan.train-classifier`.
     """
+    config = resumed_config(workspace, MODELS_DIR, config, RESUMABLE_CHANGES)  # a resume trains on the run's config
     device, ctx = setup_runtime(config.runtime.device, config.runtime.threads)
     plan = plan_run(workspace, STAGE, MODELS_DIR, config, list(inputs), ctx, allowed_changes=RESUMABLE_CHANGES)
     folder = plan.folder

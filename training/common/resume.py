@@ -2,23 +2,30 @@
 
 Every trainer that reads MEGN shards and writes a run folder under `models/<model>/` does the same steps:
 `--resume` may be a run id, a run folder or a checkpoint file; a resumed run keeps its folder, its dataset
-(even if a newer shard run became current meanwhile) and its config, except for the sections the trainer
-lets change (schedule, logging, runtime); all ranks of a torchrun job must agree on one run id.
-`plan_run` does all of it; the pieces are public for trainers that need a variation.
+(even if a newer shard run became current meanwhile) and its config; all ranks of a torchrun job must agree
+on one run id. `resumed_config` gives the config a resumed run trains with: the one the run saved, changed
+only by the `--set` values given with the resume (`resume_overrides`, filled by `load_config`) and only in
+the sections the trainer lets change (schedule, logging, runtime). The profile's values do not leak in: a
+resume that forgets to repeat `--set schedule.total_kimg=...` keeps the run's schedule. Every resume appends
+its overrides and resulting config to the run folder's `config-history.jsonl`, and the next resume starts
+from the newest entry. `plan_run` does the rest; the pieces are public for trainers that need a variation.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch.distributed as dist
 
-from data_catalog.config import ConfigError, StageConfig
+from data_catalog.config import RESUME_OVERRIDES_KEY, ConfigError, StageConfig, apply_dotted, validate_config
 from data_catalog.dataset import version_folder
 from data_catalog.manifest import Manifest
 from data_catalog.runs import StageRun, new_run_id, stage_run
@@ -29,6 +36,8 @@ from training.common.run_folder import RunFolder
 
 CONFIG_FILE = "config.json"
 DATASET_FILE = "dataset.json"
+HISTORY_FILE = "config-history.jsonl"  # one line per resume: its overrides and the config it trained with
+log = logging.getLogger("sdgan.resume")
 
 
 class DatasetNotFound(FileNotFoundError):
@@ -80,7 +89,7 @@ def check_resume_config(saved: dict[str, Any], current: dict[str, Any], allowed:
     `inherited` keys that are None in `current` mean "the run's own" (no dataset given on resume) and are
     not a change. `resume` itself may always differ.
     """
-    allowed = set(allowed) | {"resume"}
+    allowed = set(allowed) | {"resume", RESUME_OVERRIDES_KEY}
     current = dict(current)
     for key in inherited:
         if current.get(key) is None:
@@ -88,7 +97,63 @@ def check_resume_config(saved: dict[str, Any], current: dict[str, Any], allowed:
     changed = sorted(k for k in set(saved) | set(current) if k not in allowed and saved.get(k) != current.get(k))
     if changed:
         raise ConfigError(f"cannot resume: the config differs from the run's in {changed}; only "
-                          f"{sorted(allowed - {'resume'})} may change on resume")
+                          f"{sorted(allowed - {'resume', RESUME_OVERRIDES_KEY})} may change on resume")
+
+
+def saved_run_config(folder: RunFolder) -> tuple[dict[str, Any], Path] | None:
+    """(config, where it was read) a run folder's training continues with, or None for a folder without one.
+
+    The newest `config-history.jsonl` entry (what the last resume trained with), else `config.json`."""
+    history = folder.root / HISTORY_FILE
+    if history.is_file():
+        lines = [line for line in history.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for line in reversed(lines):
+            try:
+                return json.loads(line)["config"], history
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by a kill: the entry before it still holds
+    saved = folder.read_json(CONFIG_FILE)
+    return (saved["config"], folder.root / CONFIG_FILE) if saved is not None else None
+
+
+def _dotted(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict) or not data:
+        return {prefix: data}
+    return {k: v for key, value in data.items() for k, v in _dotted(value, f"{prefix}.{key}" if prefix else key).items()}
+
+
+C = TypeVar("C", bound=StageConfig)
+
+
+def resumed_config(workspace: Workspace, models_dir: str | Path, config: C, allowed_changes: Iterable[str],
+                   inherited: Iterable[str] = ("dataset",)) -> C:
+    """The config a run resumed by `config.resume` trains with: the run's saved config plus `resume_overrides`.
+
+    `config` itself when it resumes nothing, resumes a checkpoint outside a run folder, or has no
+    `resume_overrides` field (then `plan_run` checks it against the saved one as a whole). ConfigError when
+    an override changes a section outside `allowed_changes` (or `inherited` keys other than to None).
+    """
+    if not getattr(config, "resume", None) or RESUME_OVERRIDES_KEY not in type(config).model_fields:
+        return config
+    folder, _ = resume_folder(workspace, config.resume, models_dir)
+    found = saved_run_config(folder) if folder is not None else None
+    if found is None:
+        return config
+    saved, source = found
+    explicit: dict[str, Any] = getattr(config, RESUME_OVERRIDES_KEY)
+    data = apply_dotted(saved, explicit)
+    data.update({"resume": config.resume, RESUME_OVERRIDES_KEY: explicit})
+    for key in inherited:
+        if data.get(key) is None:
+            data[key] = saved.get(key)
+    check_resume_config(saved, data, allowed_changes, inherited)
+    effective = validate_config(type(config), data, f"{source} with the --set values given on resume")
+    given, kept = _dotted(config.to_dict()), _dotted(effective.to_dict())
+    ignored = sorted(k for k in given.keys() & kept.keys() if given[k] != kept[k])
+    if ignored:
+        log.info("resuming %s with its saved config; not taken from the profile (give --set to change): %s",
+                 folder.root.name, ", ".join(f"{k}={kept[k]!r} (profile {given[k]!r})" for k in ignored))
+    return effective
 
 
 def shared_run_id(stage: str, ctx: DistContext) -> str:
@@ -118,6 +183,8 @@ class RunPlan:
     dataset_version: str
     dataset_folder: Path
     producer: Manifest | None  # the shard run that wrote the dataset version (None if unknown)
+    resumes_folder: bool = False  # continues a run folder that has its config (else: a new folder)
+    resume_overrides: dict[str, Any] = field(default_factory=dict)  # the --set values given with the resume
 
     @property
     def is_new_folder(self) -> bool:
@@ -133,12 +200,26 @@ class RunPlan:
 
     def start(self, loop: TrainingLoop, config: StageConfig, split: str, shards: Sequence[Path],
               ctx: DistContext) -> None:
-        """Restore the checkpoint being resumed; a new run folder gets config.json and dataset.json (rank 0)."""
+        """Restore the checkpoint being resumed; a new run folder gets config.json and dataset.json, a resumed
+        one a config-history.jsonl entry (rank 0). config.json stays as the run began: earlier catalog runs
+        recorded its hash."""
         if self.resume_from is not None:
             loop.resume(self.resume_from)
         if ctx.is_main and self.is_new_folder:
             config.save(self.folder.root)
             self.write_dataset_record(split, shards)
+        elif ctx.is_main and self.resumes_folder:
+            self.record_resume(config)
+
+    def record_resume(self, config: StageConfig) -> Path:
+        """Append this resume (catalog run id, checkpoint, overrides, resulting config) to config-history.jsonl."""
+        entry = {"run_id": self.run_id, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "resumed_from": self.resume_from.name if self.resume_from else None,
+                 RESUME_OVERRIDES_KEY: self.resume_overrides, "config_hash": config.hash, "config": config.to_dict()}
+        path = self.folder.root / HISTORY_FILE
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+        return path
 
     def record_run_files(self, run_ctx: StageRun) -> None:
         """config.json and dataset.json, and stats.jsonl as volatile (its timings differ from run to run)."""
@@ -167,17 +248,23 @@ def plan_run(workspace: Workspace, stage: str, models_dir: str | Path, config: R
              allowed_changes: Iterable[str] = ()) -> RunPlan:
     """Resolve resume, config check, dataset and run id; rank 0 creates the run folder, then all ranks meet.
 
-    Raises FileNotFoundError for a resume target that does not exist, ConfigError for a config changed
-    outside `allowed_changes`, DatasetNotFound for a missing dataset.
+    `config` must be what `resumed_config` made of the stage's config (the stage trains with it, so it must
+    ask first). Raises FileNotFoundError for a resume target that does not exist, ConfigError for a config
+    changed outside `allowed_changes`, DatasetNotFound for a missing dataset.
     """
     ctx = ctx or DistContext()
     folder: RunFolder | None = None
     resume_from: Path | None = None
     dataset = config.dataset
+    resumes_folder = False
     if config.resume:
+        if isinstance(config, StageConfig) and resumed_config(workspace, models_dir, config, allowed_changes) != config:
+            raise RuntimeError(f"plan_run was given the config as loaded, not the one the resumed run trains with: "
+                               f"the stage must call resumed_config(workspace, {str(models_dir)!r}, config, ...) first")
         folder, resume_from = resume_folder(workspace, config.resume, models_dir)
-        if folder is not None and (saved := folder.read_json(CONFIG_FILE)) is not None:
-            check_resume_config(saved["config"], config.to_dict(), allowed_changes)
+        if folder is not None and (found := saved_run_config(folder)) is not None:
+            check_resume_config(found[0], config.to_dict(), allowed_changes)
+            resumes_folder = True
         if folder is not None and (record := folder.read_json(DATASET_FILE)) is not None:
             dataset = record["dataset_version"]  # the run keeps its dataset, whatever became current since
     version, dataset_folder, producer = resolve_dataset(workspace, dataset, list(inputs))
@@ -187,4 +274,5 @@ def plan_run(workspace: Workspace, stage: str, models_dir: str | Path, config: R
     if ctx.is_main:
         folder.create()
     barrier(ctx)
-    return RunPlan(run_id, folder, resume_from, version, dataset_folder, producer)
+    return RunPlan(run_id, folder, resume_from, version, dataset_folder, producer, resumes_folder,
+                   dict(getattr(config, RESUME_OVERRIDES_KEY, None) or {}))

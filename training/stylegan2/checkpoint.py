@@ -23,7 +23,7 @@ from training.stylegan2.networks import Discriminator, Generator, channel_table
 
 __all__ = ["CheckpointError", "discriminator_from_checkpoint", "generator_from_checkpoint",
            "infer_discriminator_kwargs", "infer_generator_kwargs", "load_checkpoint", "load_state_strict",
-           "save_checkpoint"]
+           "require_finite", "save_checkpoint"]
 
 MODEL_KEYS = ("g", "d", "g_ema")
 ALLOWED_GLOBALS = (argparse.Namespace,)  # rosinality's train.py stores its options as `args`
@@ -32,6 +32,17 @@ ALLOWED_GLOBALS = (argparse.Namespace,)  # rosinality's train.py stores its opti
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint dict (rosinality layout or ours) without executing any pickled code."""
     return load_any_checkpoint(path, map_location, allowed_globals=ALLOWED_GLOBALS)
+
+
+def require_finite(state: dict[str, torch.Tensor], what: str) -> None:
+    """CheckpointError naming the tensors that hold NaN or inf: such weights (a diverged run) render black
+    images without any error, so every network built from a checkpoint is checked here, once, at load."""
+    bad = [f"{key} ({int((~torch.isfinite(t)).sum())} of {t.numel()})" for key, t in state.items()
+           if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        shown = ", ".join(bad[:8]) + (f", ... ({len(bad)} tensors in all)" if len(bad) > 8 else "")
+        raise CheckpointError(f"{what} holds non-finite weights (NaN or inf) in {shown}; the run that wrote it "
+                              f"probably diverged: use an earlier checkpoint")
 
 
 def _args_dict(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -113,6 +124,7 @@ def generator_from_checkpoint(checkpoint: dict[str, Any] | str | Path, key: str 
     kwargs.update(overrides)
     generator = Generator(**kwargs)
     load_state_strict(generator, checkpoint[key], f"checkpoint[{key!r}]")
+    require_finite(checkpoint[key], f"checkpoint[{key!r}]")
     return generator
 
 
@@ -125,4 +137,5 @@ def discriminator_from_checkpoint(checkpoint: dict[str, Any] | str | Path, **ove
     kwargs.update(overrides)
     discriminator = Discriminator(**kwargs)
     load_state_strict(discriminator, checkpoint["d"], "checkpoint['d']")
+    require_finite(checkpoint["d"], "checkpoint['d']")
     return discriminator

@@ -106,3 +106,5 @@ class TrainStyleGAN2Config(StageConfig):
     fid: FidConfig = FidConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     resume: str | None = None  # run id or checkpoint path to continue
+    # the --set values given with resume (load_config fills them): all that a resume changes in the run's config
+    resume_overrides: dict[str, Any] = Field(default_factory=dict)

@@ -26,6 +26,7 @@ from training.stylegan2.checkpoint import (
     discriminator_from_checkpoint,
     generator_from_checkpoint,
     load_checkpoint,
+    require_finite,
 )
 from training.stylegan2.networks import Discriminator, Generator
 from training.stylegan2.samples import parse_seeds, seeded_z, to_uint8
@@ -121,6 +122,7 @@ class GeneratorHandle:
                 found = (f"{latent_avg.numel()} values" if isinstance(latent_avg, torch.Tensor)
                          else f"a {type(latent_avg).__name__}")
                 raise CheckpointError(f"latent_avg has {found}, the generator's style_dim is {generator.style_dim}")
+            require_finite({"latent_avg": latent_avg}, "the checkpoint")
             self._latent_avg = latent_avg.detach().float().reshape(1, generator.style_dim).to(self._device)
         self._checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self._mean_w: dict[tuple[int, int], torch.Tensor] = {}

@@ -19,7 +19,7 @@ from data_catalog.manifest import Manifest
 from data_catalog.workspace import Workspace
 from training.common.distributed import barrier, setup_runtime
 from training.common.loop import PeriodicHook, ProgressCallback, Schedule, TrainingLoop
-from training.common.resume import DatasetNotFound, plan_run
+from training.common.resume import DatasetNotFound, plan_run, resumed_config
 from training.common.run_folder import RunFolder
 from training.stylegan2.checkpoint import ALLOWED_GLOBALS
 from training.stylegan2.config import TrainStyleGAN2Config
@@ -105,6 +105,7 @@ def run(config: TrainStyleGAN2Config, workspace: Workspace, inputs: list[Manifes
     `progress(fraction, line)` is called on rank 0 at every tick (`schedule.tick_kimg`) and once at the end
     with 1.0; the same lines go to the logger `sdgan.train-stylegan2`.
     """
+    config = resumed_config(workspace, MODELS_DIR, config, RESUMABLE_CHANGES)  # a resume trains on the run's config
     device, ctx = setup_runtime(config.runtime.device, config.runtime.threads)
     plan = plan_run(workspace, STAGE, MODELS_DIR, config, list(inputs), ctx, allowed_changes=RESUMABLE_CHANGES)
     shards = list_shards(plan.dataset_folder, config.data.split)

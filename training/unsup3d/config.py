@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -92,6 +92,8 @@ class TrainUnsup3dConfig(StageConfig):
     STAGE = "train-unsup3d"
     dataset: str | None = None  # dataset version id; None: the current shard run's version
     resume: str | None = None  # run id, run folder or checkpoint (.pt) to continue
+    # the --set values given with resume (load_config fills them): all that a resume changes in the run's config
+    resume_overrides: dict[str, Any] = Field(default_factory=dict)
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     camera: CameraConfig = CameraConfig()

@@ -24,7 +24,7 @@ from data_catalog.workspace import Workspace
 from training.common.distributed import barrier, setup_runtime
 from training.common.images import to_uint8
 from training.common.loop import ProgressCallback, Schedule, TrainingLoop
-from training.common.resume import DatasetNotFound, plan_run
+from training.common.resume import DatasetNotFound, plan_run, resumed_config
 from training.unsup3d.config import TrainUnsup3dConfig
 from training.unsup3d.renderer import Renderer
 from training.unsup3d.trainer import Unsup3dTrainer, load_faces
@@ -102,6 +102,7 @@ def run(config: TrainUnsup3dConfig, workspace: Workspace, inputs: list[Manifest]
     `progress(fraction, line)` is called on rank 0 at every tick and once at the end; the same lines go to
     the logger `sdgan.train-unsup3d`.
     """
+    config = resumed_config(workspace, MODELS_DIR, config, RESUMABLE_CHANGES)  # a resume trains on the run's config
     device, ctx = setup_runtime(config.runtime.device, config.runtime.threads)
     plan = plan_run(workspace, STAGE, MODELS_DIR, config, list(inputs), ctx, allowed_changes=RESUMABLE_CHANGES)
     shards = list_shards(plan.dataset_folder, config.data.split)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
+from data_catalog.config import ConfigError, load_config
+from data_catalog.manifest import Manifest
 from data_catalog.workspace import Workspace
 from tests.stage_kit import StageContract
 from tests.training.classifier.helpers import VERSION, tiny_config, toy_workspace
@@ -83,3 +86,32 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(tmp_path: Path) -> 
     assert a["sdgan"]["composite_seen"] == b["sdgan"]["composite_seen"]
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
+
+
+def test_resume_trains_on_the_run_config_and_records_its_overrides(tmp_path: Path) -> None:
+    """Resuming with only --resume keeps the run's schedule (not the profile's); a --set given with it is applied,
+    recorded, and kept by the next resume."""
+    workspace = toy_workspace(tmp_path / "ws", copies=1)
+    first = run(tiny_config(**{"schedule.total_kimg": 0.064}), workspace)
+    folder = workspace.root / "models" / "classifier" / first.run_id
+    started_with = (folder / "config.json").read_bytes()
+
+    def resume(*overrides: str) -> Manifest:
+        return run(load_config(TrainClassifierConfig, "demo", [f"resume={first.run_id}", *overrides]), workspace)
+
+    again = resume()  # the demo profile trains longer, on a larger model: neither applies to this run
+    assert again.counts["steps"] == first.counts["steps"] == 4
+    extended = resume("schedule.total_kimg=0.128")
+    assert extended.counts["steps"] == 8
+    after = resume()  # the extension is the run's schedule now
+    assert after.counts["steps"] == 8 and after.counts["kimg"] == 0.128
+    history = [json.loads(line) for line in (folder / "config-history.jsonl").read_text().splitlines()]
+    assert [h["run_id"] for h in history] == [again.run_id, extended.run_id, after.run_id]
+    assert [h["resume_overrides"] for h in history] == [{}, {"schedule.total_kimg": 0.128}, {}]
+    assert [h["config"]["schedule"]["total_kimg"] for h in history] == [0.064, 0.128, 0.128]
+    assert (folder / "config.json").read_bytes() == started_with  # as the run began (its hash is in the catalog)
+    recorded = json.loads((workspace.root / "runs" / "train-classifier" / extended.run_id / "config.json").read_text())
+    assert recorded["config"]["resume_overrides"] == {"schedule.total_kimg": 0.128}
+    assert recorded["config"]["model"] == history[0]["config"]["model"]
+    with pytest.raises(ConfigError, match=r"differs from the run's in \['optim'\]"):
+        resume("optim.lr=0.5")
