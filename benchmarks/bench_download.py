@@ -120,8 +120,8 @@ def time_ours_in_process(urls: Path, threads: int, workdir: Path) -> Timing:
 def time_ours_process(urls: Path, threads: int, workdir: Path) -> Timing:
     args = json.dumps({"urls": str(urls), "threads": threads, "workdir": str(workdir)})
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", OURS_SCRIPT, args, str(ROOT / "benchmarks")], check=False, capture_output=True,
-                            text=True, cwd=workdir, timeout=1800)
+    command = [sys.executable, "-c", OURS_SCRIPT, args, str(ROOT / "benchmarks")]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, cwd=workdir, timeout=1800)
     whole = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"our crawl failed:\n{result.stderr[-3000:]}")
@@ -184,7 +184,8 @@ def main() -> int:
             urls.write_text("".join(f"http://127.0.0.1:{args.port}/images/img{i:05d}.jpg\n" for i in range(args.n)))
             ours = [("ours", lambda d: time_ours_in_process(urls, args.threads, d)),
                     ("ours-process", lambda d: time_ours_process(urls, args.threads, d))]
-            theirs = [("img2dataset", lambda d: time_img2dataset(args.img2dataset_python, urls, args.threads, args.n, d))]
+            python = args.img2dataset_python
+            theirs = [("img2dataset", lambda d: time_img2dataset(python, urls, args.threads, args.n, d))]
             for k in range(args.repeat):
                 for label, fn in (ours + theirs if k % 2 == 0 else theirs + ours):
                     timing = _timed(label, fn, workdir)

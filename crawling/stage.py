@@ -11,10 +11,11 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import queue
 import threading
 from collections import Counter
-from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from crawling.sources.urls import read_url_list
 from crawling.state import Outcome, UrlBook
 from crawling.validate import EXTENSIONS, check_image
 from data_catalog.atomic import atomic_write_text
+from data_catalog.blobs import BlobNotFoundError
 from data_catalog.effective import latest_candidates
 from data_catalog.hashing import sha256_bytes, sha256_file
 from data_catalog.manifest import Manifest, TableOutput, table_digest
@@ -57,30 +59,39 @@ class CrawlError(RuntimeError):
 
 # rows ---------------------------------------------------------------------------------------------
 class RowWriter:
-    """Journal first (survives kill -9), then Parquet in batches of `flush_every` rows."""
+    """Journal first (survives kill -9), then Parquet in batches of `flush_every` rows.
+
+    A full batch is written by the thread whose row filled it, outside the buffer lock: the other download
+    threads keep recording while it syncs the blobs and writes the Parquet file."""
 
     def __init__(self, ws: Workspace, run_id: str, journal: Journal, flush_every: int) -> None:
         self.ws, self.run_id, self.journal, self.flush_every = ws, run_id, journal, flush_every
         self._buffers: dict[str, list[dict[str, Any]]] = {"candidates": []}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the buffers
+        self._flush_lock = threading.Lock()  # one batch written at a time
 
     def add(self, table: str, row: dict[str, Any]) -> None:
         self.journal.write(table, row)
         with self._lock:
-            self._buffers[table].append(row)
-            if len(self._buffers[table]) >= self.flush_every:
-                self._flush(table)
+            rows = self._buffers[table]
+            rows.append(row)
+            if len(rows) < self.flush_every:
+                return
+            self._buffers[table] = []
+        self._write(table, rows)
 
-    def _flush(self, table: str) -> None:
-        rows, self._buffers[table] = self._buffers[table], []
-        if rows:
+    def _write(self, table: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        with self._flush_lock:
             self.ws.blobs.sync()  # blobs were written without fsync: make them durable before rows commit
             self.ws.append(table, _frame(table, rows), self.run_id)
 
     def flush(self) -> None:
         with self._lock:
-            for table in self._buffers:
-                self._flush(table)
+            pending, self._buffers = self._buffers, {table: [] for table in self._buffers}
+        for table, rows in pending.items():
+            self._write(table, rows)
 
 
 def _frame(table: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -120,6 +131,76 @@ def recover_interrupted(ws: Workspace) -> int:
 
 
 # fetching -------------------------------------------------------------------------------------------
+class Pending:
+    """The downloads one query (or URL list) queued; `wait` returns once every one of them has finished.
+
+    A plain lock is the gate (held while downloads are pending, released by whichever thread finishes the
+    last one): cheaper than a Future per download and `concurrent.futures.wait` over all of them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle = threading.Lock()
+        self._count = 0
+
+    def add(self) -> None:
+        with self._lock:
+            if self._count == 0:
+                self._idle.acquire()
+            self._count += 1
+
+    def done(self) -> None:
+        with self._lock:
+            self._count -= 1
+            if self._count == 0:
+                self._idle.release()
+
+    def wait(self) -> None:
+        with self._idle:
+            pass
+
+
+_Task = tuple[Pending, Callable[..., None], tuple[Any, ...]]
+
+
+class Downloads:
+    """`threads` download threads fed by a queue; `submit` blocks while `limit` downloads are queued or running.
+
+    The queue and the free slots are C-level SimpleQueues, so handing a URL to a thread costs no Future
+    and no Python-level Condition, the overhead that ThreadPoolExecutor plus a semaphore paid per image."""
+
+    def __init__(self, threads: int, limit: int) -> None:
+        self._work: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        self._slots: queue.SimpleQueue[None] = queue.SimpleQueue()  # one token per free slot (memory stays flat)
+        for _ in range(limit):
+            self._slots.put(None)
+        self._threads = [threading.Thread(target=self._loop, name=f"download_{i}", daemon=True) for i in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, pending: Pending, fn: Callable[..., None], *args: Any) -> None:
+        self._slots.get()
+        pending.add()
+        self._work.put((pending, fn, args))
+
+    def _loop(self) -> None:
+        while (item := self._work.get()) is not None:
+            pending, fn, args = item
+            try:
+                fn(*args)
+            except Exception:  # the thread must live on; the row is lost and the URL fetched again next run
+                log.exception("download task failed")
+            finally:
+                self._slots.put(None)
+                pending.done()
+
+    def shutdown(self) -> None:
+        """Finish what is queued, then stop the threads."""
+        for _ in self._threads:
+            self._work.put(None)
+        for thread in self._threads:
+            thread.join()
+
+
 class Crawl:
     """One crawl run's shared state: client, URL book, writer, download pool, counters."""
 
@@ -132,8 +213,8 @@ class Crawl:
         self.book = UrlBook(latest_candidates(ws), known_images, config.retry_failed)
         self.journal = Journal(folder)
         self.writer = RowWriter(ws, run_id, self.journal, config.flush_every)
-        self.downloads = ThreadPoolExecutor(config.http.threads, thread_name_prefix="download")
-        self.in_flight = threading.BoundedSemaphore(config.http.threads * 4)  # flat memory however many URLs
+        self.downloads = Downloads(config.http.threads, config.http.threads * 4)  # flat memory however many URLs
+        self.formats = frozenset(config.images.formats)
         self.counts: Counter[str] = Counter()
         self.search_errors: list[dict[str, str]] = []
         self._lock = threading.Lock()
@@ -141,7 +222,7 @@ class Crawl:
         self.progress = Progress(label, "url", ticks)
 
     def close(self) -> None:
-        self.downloads.shutdown(wait=True)
+        self.downloads.shutdown()
         self.writer.flush()
         self.journal.close()
         self.client.close()
@@ -152,7 +233,7 @@ class Crawl:
         if response.status != "ok" or response.body is None:
             return Outcome(response.status, response.reason, response.http_status, content_type=response.content_type)
         body, rules = response.body, self.config.images
-        check = check_image(body, rules.min_side, rules.max_pixels, set(rules.formats))
+        check = check_image(body, rules.min_side, rules.max_pixels, self.formats)
         common = {"http_status": response.http_status, "bytes": len(body), "content_type": response.content_type,
                   "width": check.width, "height": check.height}
         if not check.ok:
@@ -160,28 +241,28 @@ class Crawl:
         sha = sha256_bytes(body)
         if reason := self.optout.blocks_sha256(sha):
             return Outcome("skipped", reason, **common)
-        self.ws.blobs.put(body, check.ext, durable=False)  # synced per batch; `images` rows: reconcile_images
+        # Synced per batch (RowWriter); the `images` rows come from reconcile_images.
+        self.ws.blobs.put(body, check.ext, durable=False, sha256=sha)
         return Outcome("ok", None if self.book.new_image(sha) else "duplicate_content", sha256=sha, **common)
 
     def process(self, query: Query, result: Result) -> None:
         """Resolve one (query, url) pair to an outcome (fetching at most once per URL) and record it."""
-        try:
-            known, future, mine = self.book.claim(result.url)
-            if mine:
-                assert future is not None
-                try:
-                    outcome = self.fetch_image(result.url)
-                except Exception as exc:  # a bug or an OS error must not lose the row
-                    log.exception("fetching %s", result.url)
-                    outcome = Outcome("failed", f"error:{type(exc).__name__}")
-                self.book.settle(result.url, outcome)
-            else:  # fetched before (known) or right now by another query (future): record, don't refetch
-                outcome = known if known is not None else future.result()
-                if outcome.status == "ok" and outcome.reason is None:
-                    outcome = dataclasses.replace(outcome, reason="duplicate_url")
-            self.record(query, result, outcome)
-        finally:
-            self.in_flight.release()
+        known, fetching, mine = self.book.claim(result.url)
+        if mine:
+            try:
+                outcome = self.fetch_image(result.url)
+            except Exception as exc:  # a bug or an OS error must not lose the row
+                log.exception("fetching %s", result.url)
+                outcome = Outcome("failed", f"error:{type(exc).__name__}")
+            self.book.settle(result.url, outcome)
+        else:  # fetched before (known) or right now by another query (fetching): record, don't refetch
+            if known is None:
+                assert fetching is not None
+                known = fetching.result()
+            outcome = known
+            if outcome.status == "ok" and outcome.reason is None:
+                outcome = dataclasses.replace(outcome, reason="duplicate_url")
+        self.record(query, result, outcome)
 
     def record(self, query: Query, result: Result, outcome: Outcome) -> None:
         row = {"url": result.url, "engine": query.engine, "query_id": query.query_id, "page": result.page,
@@ -196,7 +277,7 @@ class Crawl:
                      "skipped": self.counts["status_skipped"]}
         self.progress.update(1, **shown)
 
-    def submit(self, query: Query, result: Result, counted: bool = False) -> Future | None:
+    def submit(self, pending: Pending, query: Query, result: Result, counted: bool = False) -> None:
         """Queue the download of one result unless its pair is recorded; `counted`: already in the total."""
         with self._lock:
             pair = (result.url, query.query_id)
@@ -205,16 +286,14 @@ class Crawl:
                 self.book.pairs.add(pair)
         if accepted != counted:
             self.progress.add_total(1 if accepted else -1)
-        if not accepted:
-            return None  # recorded for this query by an earlier run, or twice in its results
-        self.in_flight.acquire()
-        return self.downloads.submit(self.process, query, result)
+        if accepted:  # else recorded for this query by an earlier run, or twice in its results
+            self.downloads.submit(pending, self.process, query, result)
 
     def search(self, query: Query) -> None:
         """All pages of one query, then wait for its downloads, then mark it done (resume unit)."""
         source = self.sources[query.engine]
         limit = min(query.max_results, self.config.max_per_query or query.max_results)
-        futures: list[Future] = []
+        pending = Pending()
         seen = 0
         try:
             for page in source.pages(query, limit):
@@ -224,8 +303,7 @@ class Crawl:
                     raise SearchError(f"{response.reason} {detail}".strip())
                 results = source.parse(response.body, page)
                 for result in results[: limit - seen]:
-                    if (future := self.submit(query, result)) is not None:
-                        futures.append(future)
+                    self.submit(pending, query, result)
                 seen += len(results)
                 if not results or seen >= limit:
                     break
@@ -235,16 +313,18 @@ class Crawl:
                 self.search_errors.append({"query_id": query.query_id, "engine": query.engine,
                                            "keyword": query.keyword, "error": str(exc)})
             log.warning("search %s %r failed: %s", query.engine, query.keyword, exc)
-            wait(futures)
+            pending.wait()
             return
-        wait(futures)
+        pending.wait()
         self.journal.query_done(query.query_id)
         with self._lock:
             self.counts["queries_done"] += 1
 
     def ingest(self, query: Query, results: Iterable[Result], counted: bool = False) -> None:
-        futures = [f for r in results if (f := self.submit(query, r, counted)) is not None]
-        wait(futures)
+        pending = Pending()
+        for result in results:
+            self.submit(pending, query, result, counted)
+        pending.wait()
 
     def retry_failed(self) -> None:
         """Fetch again every URL whose latest outcome is failed, keeping its original provenance."""
@@ -252,16 +332,15 @@ class Crawl:
         failed = latest[latest["status"] == "failed"]
         queries = self.ws.table("queries").drop_duplicates("query_id").set_index("query_id")
         self.progress.add_total(len(failed))
-        futures = []
+        pending = Pending()
         for row in failed.to_dict("records"):
             q = queries.loc[row["query_id"]] if row["query_id"] in queries.index else None
             query = Query(row["query_id"], "", row["engine"], q["attribute"] if q is not None else "unknown",
                           q["keyword"] if q is not None else "", "und", None, 0)
             result = Result(url=row["url"], rank=_int(row["rank"]), page=_int(row["page"]), page_url=_str(row["page_url"]),
                             title=_str(row["title"]), licence=_str(row["licence"]))
-            if (future := self.submit(query, result, counted=True)) is not None:
-                futures.append(future)
-        wait(futures)
+            self.submit(pending, query, result, counted=True)
+        pending.wait()
 
 
 def _int(value: Any) -> int:
@@ -341,7 +420,10 @@ def reconcile_images(ws: Workspace, run_id: str) -> int:
     missing = ok[~ok["sha256"].isin(known)]
     if missing.empty:
         return 0
-    formats = [FORMATS_BY_EXT.get(ws.blobs.path(sha).suffix.lstrip("."), "unknown") for sha in missing["sha256"]]
+    paths = ws.blobs.find_many(missing["sha256"])
+    if (lost := [sha for sha, path in paths.items() if path is None]):
+        raise BlobNotFoundError(f"{len(lost)} blobs of ok candidates are not in {ws.blobs.root}, e.g. {lost[0]}")
+    formats = [FORMATS_BY_EXT.get(paths[sha].suffix.lstrip("."), "unknown") for sha in missing["sha256"]]
     rows = missing.assign(format=formats)[["sha256", "format", "width", "height", "bytes"]]
     ws.append("images", rows.reset_index(drop=True), run_id)
     return len(rows)

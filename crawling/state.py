@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future
 from dataclasses import dataclass, fields
 from typing import Any
 
 import pandas as pd
-
 
 OUTCOME_COLUMNS = ("status", "reason", "http_status", "bytes", "sha256", "width", "height", "content_type")
 
@@ -31,6 +29,26 @@ class Outcome:
         return cls(**{f.name: (None if pd.isna(row[f.name]) else row[f.name]) for f in fields(cls)})
 
 
+class Fetching:
+    """A fetch in flight: `result` blocks until `settle` gives its outcome (a lock as the gate, no Condition)."""
+
+    __slots__ = ("_done", "outcome")
+
+    def __init__(self) -> None:
+        self._done = threading.Lock()
+        self._done.acquire()
+        self.outcome: Outcome | None = None
+
+    def settle(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self._done.release()
+
+    def result(self) -> Outcome:
+        with self._done:
+            assert self.outcome is not None
+            return self.outcome
+
+
 class UrlBook:
     """Thread-safe: the known outcome of each URL, and URLs being fetched right now by another query."""
 
@@ -44,13 +62,13 @@ class UrlBook:
             previous = self._outcomes.get(row["url"])
             if previous is None or previous.status == "failed":
                 self._outcomes[row["url"]] = outcome
-        self._in_flight: dict[str, Future] = {}
+        self._in_flight: dict[str, Fetching] = {}
         self._fresh: set[str] = set()  # fetched during this run: never fetched twice, even when failed
         self.known_images = set(known_images)
         self.retry_failed = retry_failed
 
-    def claim(self, url: str) -> tuple[Outcome | None, Future | None, bool]:
-        """(known outcome, future of a fetch in flight, whether the caller must fetch it itself)."""
+    def claim(self, url: str) -> tuple[Outcome | None, Fetching | None, bool]:
+        """(known outcome, the fetch in flight (new when the caller must fetch it itself), whether it must)."""
         with self._lock:
             known = self._outcomes.get(url)
             fresh = url in self._fresh
@@ -58,16 +76,15 @@ class UrlBook:
                 return known, None, False
             if url in self._in_flight:
                 return None, self._in_flight[url], False
-            future: Future = Future()
-            self._in_flight[url] = future
-            return None, future, True
+            fetching = self._in_flight[url] = Fetching()
+            return None, fetching, True
 
     def settle(self, url: str, outcome: Outcome) -> None:
         with self._lock:
             self._outcomes[url] = outcome
             self._fresh.add(url)
-            future = self._in_flight.pop(url)
-        future.set_result(outcome)
+            fetching = self._in_flight.pop(url)
+        fetching.settle(outcome)
 
     def new_image(self, sha256: str) -> bool:
         """True the first time a blob is seen (its `images` row is then due)."""

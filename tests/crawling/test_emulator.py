@@ -101,6 +101,13 @@ def test_binds_loopback_only(emu: SearchEmulator) -> None:
     }
 
 
+def test_listen_backlog_holds_a_crawls_threads() -> None:
+    """socketserver's default backlog (5) drops SYNs from 16 download threads, each then stalls 1 s."""
+    from crawling.emulator import _Server
+
+    assert _Server.request_queue_size >= 64
+
+
 def test_rejects_unknown_modes(plain_corpus: Path) -> None:
     with pytest.raises(ValueError):
         SearchEmulator(plain_corpus, faults=["nope"])

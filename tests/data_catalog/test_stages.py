@@ -96,7 +96,7 @@ def test_every_flow_is_built_from_the_declarations_with_its_shortcuts_as_paramet
             assert {o.name for o in STAGES[name].options} <= parameters
     assert set(flow_stages("build-megn")) == {"crawl", "align", "shard"}
     with pytest.raises(AttributeError, match="no flow"):
-        dag.fusion_pairs_flow  # noqa: B018 - declared but not built: no flow yet
+        dag.synthesize_flow  # noqa: B018 - declared but not built: no flow yet
 
 
 def test_prefect_yaml_is_generated_from_the_declarations() -> None:

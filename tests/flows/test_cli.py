@@ -108,7 +108,7 @@ def test_a_config_typo_fails_before_prefect_starts(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     done = subprocess.run([str(BIN / "sdgan"), "run", "reproduce", "--workspace", str(tmp_path / "ws"),
                            "--set", "crawl.typo=1"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, check=False)
     assert done.returncode == 2 and done.stdout == ""
     (line,) = error_lines(done.stderr)
     assert "invalid crawl config: --set typo: unknown key 'typo'" in line

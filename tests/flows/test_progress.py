@@ -19,8 +19,14 @@ TINY = ["dataset=" + VERSION, "model.size=16", "model.style_dim=16", "model.n_ml
 
 def test_training_ticks_reach_the_flow_run_log_and_a_progress_artifact(prefect_server: str, tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId,
-                                                LogFilter, LogFilterFlowRunId)
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
     from prefect.logging.handlers import APILogWorker
 
     from flows.dag import train_stylegan2_flow

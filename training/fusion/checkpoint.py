@@ -20,7 +20,7 @@ import torch
 from training.common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.fusion.network import FusionArch, SemanticFusionNetwork
 
-__all__ = ["MODEL_KEY", "ARCH_KEY", "fusion_state_dict", "infer_arch", "load_fusion_checkpoint",
+__all__ = ["ARCH_KEY", "MODEL_KEY", "fusion_state_dict", "infer_arch", "load_fusion_checkpoint",
            "load_fusion_state", "save_fusion_checkpoint"]
 
 MODEL_KEY = "model"

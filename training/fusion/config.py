@@ -7,7 +7,7 @@ identity term, the non-saturating realism term through the frozen discriminator,
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -55,6 +55,10 @@ class OptimConfig(ConfigModel):
     batch: int = Field(default=8, ge=1)  # global batch (all ranks together)
     lr: float = Field(default=1e-4, gt=0)
     betas: tuple[float, float] = (0.95, 0.999)
+    # A fresh network's final InstanceNorm1d scale (regre.in3.weight). The official init, 1, starts n_o at std 1
+    # per W+ row, as large as w itself, far from any useful edit; a small start lets training begin at the basis
+    # edit. Not applied when starting from `init` weights or resuming. null: keep the official init.
+    start_offset_scale: float | None = Field(default=0.01, ge=0)
 
 
 class DataConfig(ConfigModel):
@@ -90,6 +94,8 @@ class TrainFusionConfig(StageConfig):
     STAGE = "train-fusion"
     pairs: str | None = None  # fusion-pairs run id; null: the current fusion-pairs run
     resume: str | None = None  # run id, run folder or checkpoint (.pt) to continue
+    # the --set values given with resume (load_config fills them): all that a resume changes in the run's config
+    resume_overrides: dict[str, Any] = Field(default_factory=dict)
     # Fine-tuning start: one fusion checkpoint for every attribute (e.g. the official checkpoint_latest.pt), a
     # folder holding <attribute>/checkpoint_latest.pt (a train-fusion run folder), or {attribute: path}.
     init: str | dict[str, str] | None = None

@@ -32,8 +32,8 @@ from data_catalog.workspace import Workspace
 from training.fusion_pairs.format import INDEX_FILE, FusionPair, PairsIndex, decode
 from training.stylegan2.data import ResumableShardStream
 
-__all__ = ["PairStream", "PairsNotFound", "PairsRun", "collate_pairs", "find_pairs_run", "pair_batches",
-           "pair_tensors", "read_pairs"]
+__all__ = ["PairStream", "PairsNotFound", "PairsRun", "collate_pairs", "find_pairs_run", "held_out_batches",
+           "pair_batches", "pair_tensors", "read_pairs"]
 
 TENSOR_KEYS = ("w", "nb", "origin", "gt", "template", "region", "canonical")
 
@@ -147,16 +147,25 @@ def collate_pairs(batch: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def read_pairs(shards: Sequence[Path], attribute: str, limit: int | None = None) -> list[dict[str, Any]]:
-    """The first `limit` pairs of the shards, in shard and key order, as `pair_tensors` (grids, evaluation)."""
-    out: list[dict[str, Any]] = []
+def iter_pairs(shards: Sequence[Path], attribute: str, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """The first `limit` pairs of the shards (all when None), in shard and key order, as `pair_tensors`."""
     if limit == 0:
-        return out
-    for sample in shard_samples({"url": str(shard)} for shard in shards):
-        out.append(pair_tensors(decode(sample, [attribute]), attribute))
-        if limit is not None and len(out) >= limit:
-            break
-    return out
+        return
+    samples = shard_samples({"url": str(shard)} for shard in shards)
+    for sample in itertools.islice(samples, limit):
+        yield pair_tensors(decode(sample, [attribute]), attribute)
+
+
+def read_pairs(shards: Sequence[Path], attribute: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """`iter_pairs` as a list (the grid's few fixed pairs)."""
+    return list(iter_pairs(shards, attribute, limit))
+
+
+def held_out_batches(shards: Sequence[Path], attribute: str, limit: int, batch_size: int) -> Iterator[dict[str, Any]]:
+    """Collated batches of the first `limit` pairs, decoded as they are used (evaluation)."""
+    pairs = iter_pairs(shards, attribute, limit)
+    while chunk := list(itertools.islice(pairs, batch_size)):
+        yield collate_pairs(chunk)
 
 
 # ---------------------------------------------------------------------------------------------- the stream

@@ -1,7 +1,12 @@
 """train-fusion's losses: our design, since the paper's terms and weights were never published.
 
 The edit is x = G(trunc(w + n_b + n_o)); the target is the fusion pair's GT, the attribute template composited on
-the origin G(trunc(w)). Terms (each weighted by `loss.<name>` in the config, 0 turns it off):
+the origin G(trunc(w)). The GT is an image (uint8, so clamped to [-1, 1]) while G's raw output is not, so x is
+compared with it after a straight-through clamp: the value is clamp(x), the gradient that of x. A plain
+comparison pushes every saturated pixel to exactly +-1 and stalls (with a tiny random G a free W+ offset then
+stops at L1 0.26 and cosine 0.41 to the true one; with the straight-through clamp it reaches 0.001 and 0.99),
+and a plain clamp gives no gradient to a pixel that overshoots a GT inside the range.
+Terms (each weighted by `loss.<name>` in the config, 0 turns it off):
 
 - `l1_inside`, `l1_outside`: mean |x - GT| over the pixels of the attribute region (the pair's placed alpha as
   a soft mask r) and over the rest (1 - r), each normalised by its own area, so a small region (frame glasses
@@ -10,7 +15,7 @@ the origin G(trunc(w)). Terms (each weighted by `loss.<name>` in the config, 0 t
 - `identity`: 1 - cos(ArcFace(x), ArcFace(origin)), only when ArcFace weights are configured: the wearer must
   stay the same person (the origin, not the GT, is the reference: the GT's template hides part of the face);
 - `realism`: softplus(-D(x)), the non-saturating generator loss through the frozen StyleGAN2 discriminator,
-  as the official `disc()` helper computes it;
+  as the official `disc()` helper computes it (on the raw x, as D was trained);
 - `offset_norm`: mean of n_o^2, which keeps the offset from wandering where the image does not constrain it.
 """
 
@@ -24,9 +29,14 @@ from torch import Tensor, nn
 
 from training.fusion.config import LossConfig
 
-__all__ = ["FusionLoss", "LossTerms", "offset_penalty", "realism_loss", "region_l1"]
+__all__ = ["FusionLoss", "LossTerms", "clamp_straight_through", "offset_penalty", "realism_loss", "region_l1"]
 
 EPS = 1e-8
+
+
+def clamp_straight_through(image: Tensor) -> Tensor:
+    """clamp(image, -1, 1) in value, the identity in gradient."""
+    return image + (image.clamp(-1, 1) - image).detach()
 
 
 def region_l1(image: Tensor, target: Tensor, region: Tensor) -> tuple[Tensor, Tensor]:
@@ -94,8 +104,10 @@ class FusionLoss(nn.Module):
 
     def forward(self, image: Tensor, gt: Tensor, region: Tensor, offset: Tensor,
                 origin_identity: Tensor | None = None) -> LossTerms:
-        """image, gt in [-1, 1] (B, 3, H, W); region (B, 1, H, W) in [0, 1]; offset n_o (B, num_ws, w_dim)."""
+        """image: G's raw output (B, 3, H, W); gt in [-1, 1]; region (B, 1, H, W) in [0, 1]; offset n_o
+        (B, num_ws, w_dim)."""
         weights = self.weights
+        raw, image = image, clamp_straight_through(image)
         inside, outside = region_l1(image, gt, region)
         terms = {"l1_inside": inside, "l1_outside": outside, "image_l1": (image - gt).abs().mean(),
                  "offset_norm": offset_penalty(offset)}
@@ -109,6 +121,6 @@ class FusionLoss(nn.Module):
             terms["identity"] = (1 - (self.identity(image) * origin_identity).sum(1)).mean()
             total = total + weights.identity * terms["identity"]
         if self.discriminator is not None:
-            terms["realism"] = realism_loss(self.discriminator, image)
+            terms["realism"] = realism_loss(self.discriminator, raw)
             total = total + weights.realism * terms["realism"]
         return LossTerms(total, terms)

@@ -274,13 +274,14 @@ class Zencoder(nn.Module):
 
     def __init__(self, cin: int, cout: int, ngf: int):
         super().__init__()
+        # not in place: instance_norm returns a view, and an in-place op on it costs copies in the backward
         layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(cin, ngf, kernel_size=3),
-                                   InstanceNorm(), nn.LeakyReLU(0.2, inplace=True)]
+                                   InstanceNorm(), nn.LeakyReLU(0.2)]
         for mult in (1, 2):
             layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1),
-                       InstanceNorm(), nn.LeakyReLU(0.2, inplace=True)]
+                       InstanceNorm(), nn.LeakyReLU(0.2)]
         layers += [nn.ConvTranspose2d(ngf * 4, ngf * 8, kernel_size=3, stride=2, padding=1, output_padding=1),
-                   InstanceNorm(), nn.LeakyReLU(0.2, inplace=True),
+                   InstanceNorm(), nn.LeakyReLU(0.2),
                    nn.ReflectionPad2d(1), nn.Conv2d(ngf * 8, cout, kernel_size=3), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
@@ -289,7 +290,8 @@ class Zencoder(nn.Module):
         b, f, h, w = codes.shape
         masks = F.interpolate(face, size=(h, w), mode="nearest") != 0
         masks = masks.flatten(2).to(codes.dtype)  # (B, 3, hw)
-        sums = torch.bmm(masks, codes.reshape(b, f, h * w).transpose(1, 2))  # (B, 3, F)
+        # codes on the left: its gradient comes back contiguous (on the right, transposed, it would not)
+        sums = torch.bmm(codes.reshape(b, f, h * w), masks.transpose(1, 2)).transpose(1, 2)  # (B, 3, F)
         return sums / masks.sum(2, keepdim=True).clamp_min(1)  # empty mask: 0 / 1
 
 

@@ -39,11 +39,20 @@ from data_catalog.workspace import Workspace
 from training.common.checkpoint import CheckpointError, load_checkpoint
 from training.common.distributed import DistContext, barrier, setup_runtime
 from training.common.loop import ProgressCallback, Schedule, TrainingLoop
-from training.common.resume import CONFIG_FILE, check_resume_config, shared_run_id
+from training.common.resume import CONFIG_FILE, check_resume_config, resumed_config, shared_run_id
 from training.common.run_folder import RunFolder
 from training.fusion.config import TrainFusionConfig
-from training.fusion.data import PairsNotFound, PairsRun, find_pairs_run, pair_batches, read_pairs, shard_counts
+from training.fusion.data import (
+    PairsNotFound,
+    PairsRun,
+    find_pairs_run,
+    held_out_batches,
+    pair_batches,
+    read_pairs,
+    shard_counts,
+)
 from training.fusion.losses import FusionLoss
+from training.fusion.network import FusionArch
 from training.fusion.trainer import Editor, FusionTrainer, resolve_arch
 from training.fusion_pairs.format import ATTRIBUTES
 from training.stylegan2.handle import GeneratorHandle
@@ -178,7 +187,13 @@ def load_generator(pairs: PairsRun, device: torch.device, with_discriminator: bo
     if _sha256(path) != index.generator_sha256:
         raise ValueError(f"{path} changed since fusion-pairs run {pairs.run_id} rendered with it (sha256 differs "
                          "from pairs.json): train-fusion must edit with the same generator; make the pairs again")
-    return GeneratorHandle.load(path, device=device, with_discriminator=with_discriminator)
+    try:
+        return GeneratorHandle.load(path, device=device, with_discriminator=with_discriminator)
+    except CheckpointError as exc:
+        if with_discriminator and "discriminator was asked for" in str(exc):
+            raise CheckpointError(f"{exc}. train-fusion needs it for loss.realism > 0: set loss.realism=0 to train "
+                                  "without the realism term") from exc
+        raise
 
 
 def truncation_mean(pairs: PairsRun, handle: GeneratorHandle) -> torch.Tensor:
@@ -258,18 +273,12 @@ def _batches(trainer: FusionTrainer, shards: list[Path], counts: list[int]) -> I
                         rank=trainer.ctx.rank, world_size=trainer.ctx.world_size)
 
 
-def _chunks(items: Sequence[dict[str, Any]], size: int) -> list[dict[str, Any]]:
-    from training.fusion.data import collate_pairs
-
-    return [collate_pairs(list(items[i:i + size])) for i in range(0, len(items), size)]
-
-
 @dataclass
-class Inputs:
+class Shared:
     """What every attribute's training shares."""
 
     pairs: PairsRun
-    arch: Any
+    arch: FusionArch
     editor: Editor
     loss: FusionLoss
     train_shards: list[Path]
@@ -277,7 +286,7 @@ class Inputs:
     test_shards: list[Path]
 
 
-def train_attribute(config: TrainFusionConfig, plan: FusionPlan, inputs: Inputs, attribute: str,
+def train_attribute(config: TrainFusionConfig, plan: FusionPlan, inputs: Shared, attribute: str,
                     device: torch.device, ctx: DistContext,
                     progress: ProgressCallback | None) -> tuple[FusionTrainer, RunFolder, dict[str, Any]]:
     """Train (or continue, or skip when finished) one attribute's network; evaluate it on rank 0."""
@@ -306,13 +315,15 @@ def train_attribute(config: TrainFusionConfig, plan: FusionPlan, inputs: Inputs,
     else:
         if ctx.is_main:
             log.info("%s: already trained to kimg %.3f, nothing to do", attribute, state.images_seen / 1000)
-            if (latest := folder.latest_checkpoint()) is not None and not (folder.root / LATEST).is_file():
+            if not (folder.root / LATEST).is_file():  # killed between snapshot and mirror, or resumed from elsewhere
+                latest = folder.latest_checkpoint() or trainer.save(folder.checkpoint_path(state.images_seen),
+                                                                    dict(loop.checkpoint_extra))
                 mirror_latest(latest, folder.root / LATEST)
         result = {"steps": state.step, "images_seen": state.images_seen, "kimg": round(state.images_seen / 1000, 3)}
     if ctx.is_main:
-        held_out = read_pairs(inputs.test_shards, attribute, config.eval.pairs) if config.eval.pairs else []
-        result["test"] = trainer.evaluate(_chunks(held_out, config.eval.batch))
-        result["test_pairs"] = len(held_out)
+        result["test"] = trainer.evaluate(held_out_batches(inputs.test_shards, attribute, config.eval.pairs,
+                                                           config.eval.batch))
+        result["test_pairs"] = trainer.evaluated
         last = folder.read_stats()
         result["train"] = {k: v for k, v in (last[-1] if last else {}).items() if k.startswith("loss")}
     return trainer, folder, result
@@ -374,6 +385,17 @@ def run(config: TrainFusionConfig, workspace: Workspace, inputs: Sequence[Manife
     `progress(fraction, line)` is called on rank 0 at every tick (fraction over all attributes) and at the end;
     the same lines go to the logger `sdgan.train-fusion`.
     """
+    # a resume trains on the run's saved config plus the --set values given with it
+    config = resumed_config(workspace, MODELS_DIR, config, RESUMABLE_CHANGES, inherited=("pairs", "init"))
+    previous_threads = torch.get_num_threads()
+    try:
+        return _run(config, workspace, inputs, progress)
+    finally:  # runtime.threads is this stage's: later stages in the same process keep their own setting
+        torch.set_num_threads(previous_threads)
+
+
+def _run(config: TrainFusionConfig, workspace: Workspace, inputs: Sequence[Manifest],
+         progress: ProgressCallback | None) -> Manifest | None:
     device, ctx = setup_runtime(config.runtime.device, config.runtime.threads)
     if ctx.is_main and device.type != "cuda" and (config.runtime.compile or config.runtime.amp):
         log.info("runtime.amp / runtime.compile apply on CUDA only: ignored on %s", device)
@@ -389,7 +411,7 @@ def run(config: TrainFusionConfig, workspace: Workspace, inputs: Sequence[Manife
     test_shards = pairs.shards("test") if pairs.index.shards.get("test") else []
     if ctx.is_main and not test_shards:
         log.warning("fusion-pairs run %s has no test split: no grids and no held-out evaluation", pairs.run_id)
-    shared = Inputs(pairs, resolve_arch(config.arch, pairs.index, handle), editor,
+    shared = Shared(pairs, resolve_arch(config.arch, pairs.index, handle), editor,
                     load_loss(config, handle, device, ctx.is_main), train_shards, shard_counts(train_shards),
                     test_shards)
     booked = [pairs.manifest] if pairs.manifest is not None else []

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ log = logging.getLogger("sdgan.train-fusion")
 SDGAN_KEY = "sdgan"
 OPTIMIZER_KEY = "optimizer"
 NOISE_MODES = ("const", "none")
+OFFSET_SCALE = "regre.in3.weight"  # the affine scale of the final InstanceNorm1d: n_o's std per W+ row
 
 
 @dataclass
@@ -140,8 +141,8 @@ def _resize(images: Tensor, size: int) -> Tensor:
 
 
 def canonical_size(arch: FusionArch) -> int:
-    """The canonical-map size the network takes: half the image size (128 for SD-GAN's 256 px)."""
-    return int(getattr(arch, "canonical_size", arch.image_size // 2))
+    """The canonical-map size fed to the network: half the image size, as SD-GAN (128 maps for 256 px faces)."""
+    return max(8, arch.image_size // 2)
 
 
 def _strip_module(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -163,6 +164,9 @@ class FusionTrainer:
         self.train_pairs = max(1, train_pairs)
         torch.manual_seed(step_seed(f"fusion-init:{attribute}", config.runtime.seed, 0, 0))
         self.network = SemanticFusionNetwork(arch).to(self.device)
+        if config.optim.start_offset_scale is not None:
+            with torch.no_grad():
+                dict(self.network.named_parameters())[OFFSET_SCALE].fill_(config.optim.start_offset_scale)
         broadcast_module(self.network, self.ctx)
         self.editor = editor.to(self.device)
         self.loss = loss.to(self.device)
@@ -173,17 +177,18 @@ class FusionTrainer:
         self.network_fast: nn.Module = self.network
         if config.runtime.compile and cuda:
             self.network_fast = torch.compile(self.network)
-            self.editor.render_fn = torch.compile(self.editor.generator)
+            if self.editor.render_fn is self.editor.generator:  # the editor is shared by the attributes: once
+                self.editor.render_fn = torch.compile(self.editor.generator)
         self.grid_pairs = list(grid_pairs)
+        self.evaluated = 0
         self._grid_fixed: tuple[Tensor, Tensor, Tensor] | None = None
 
     # ------------------------------------------------------------------ set-up
     def init_from(self, path: str | Path) -> None:
         """Start from fusion weights (fine-tuning): an official checkpoint_latest.pt or one of ours, same arch."""
         source = load_fusion_checkpoint(path, device="cpu")
-        source_arch = getattr(source, "arch", None)
-        if source_arch is not None and source_arch != self.arch:
-            raise CheckpointError(f"{path} holds a fusion network of another shape ({source_arch}); this run trains "
+        if source.arch != self.arch:
+            raise CheckpointError(f"{path} holds a fusion network of another shape ({source.arch}); this run trains "
                                   f"{self.arch}: set arch to the checkpoint's (the full profile is the official one)")
         load_state_strict(self.network, source.state_dict(), f"fusion weights {path}")
         broadcast_module(self.network, self.ctx)
@@ -254,8 +259,9 @@ class FusionTrainer:
             self.network.train()
 
     @torch.no_grad()
-    def evaluate(self, batches: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        """Mean loss terms over held-out batches (eval mode), plus the basis-only image L1 and n_o's RMS."""
+    def evaluate(self, batches: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+        """Mean loss terms over held-out batches (eval mode), plus the basis-only image L1 and n_o's RMS;
+        `evaluated` is the number of pairs scored."""
         sums: dict[str, float] = {}
         count = 0
         self.network.eval()
@@ -265,13 +271,14 @@ class FusionTrainer:
                 offset = self.offsets(inputs)
                 n = inputs.w.shape[0]
                 terms = self.losses(inputs, offset)
-                terms["basis_image_l1"] = (self.render(inputs, None) - inputs.gt).abs().mean()
+                terms["basis_image_l1"] = (self.render(inputs, None).clamp(-1, 1) - inputs.gt).abs().mean()
                 terms["offset_rms"] = offset.pow(2).mean().sqrt()
                 for key, value in terms.items():
                     sums[key] = sums.get(key, 0.0) + float(value) * n
                 count += n
         finally:
             self.network.train()
+        self.evaluated = count
         return {key: value / count for key, value in sorted(sums.items())} if count else {}
 
     def window_stats(self) -> dict[str, float]:

@@ -12,7 +12,14 @@ import torch
 from data_catalog.workspace import Workspace
 from tests.training.fusion.pairs_helpers import CANONICAL, SIZE, STYLE_DIM, make_pairs_run, write_generator
 from training.fusion import data as fusion_data
-from training.fusion.data import PairsNotFound, find_pairs_run, pair_batches, read_pairs, shard_counts
+from training.fusion.data import (
+    PairsNotFound,
+    find_pairs_run,
+    held_out_batches,
+    pair_batches,
+    read_pairs,
+    shard_counts,
+)
 
 N_TRAIN = 10
 
@@ -59,6 +66,8 @@ def test_decodes_one_attribute_as_tensors(pairs) -> None:
     assert item["region"].shape == (1, SIZE, SIZE) and item["canonical"].shape == (9, CANONICAL, CANONICAL)
     assert item["canonical"].dtype == torch.float16
     assert len(read_pairs(run.shards("train"), "face_mask", limit=4)) == 4
+    batches = list(held_out_batches(run.shards("train"), "face_mask", 7, 3))
+    assert [len(b["key"]) for b in batches] == [3, 3, 1] and batches[0]["origin"].shape == (3, 3, SIZE, SIZE)
 
 
 def test_a_pass_covers_every_pair_once_across_ranks_and_the_order_is_seeded(pairs) -> None:

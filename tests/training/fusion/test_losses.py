@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from training.common.checkpoint import CheckpointError
 from training.fusion.config import LossConfig
-from training.fusion.losses import FusionLoss, offset_penalty, realism_loss, region_l1
+from training.fusion.losses import FusionLoss, clamp_straight_through, offset_penalty, realism_loss, region_l1
 from training.fusion.perceptual import TAP_CHANNELS, VGG16Taps, load_lpips
 from training.stylegan2.networks import Discriminator
 
@@ -27,6 +27,18 @@ def test_region_l1_weighs_each_side_by_its_own_area() -> None:
     soft = torch.full((1, 1, 2, 2), 0.5)
     inside, outside = region_l1(image, target, soft)
     assert float(inside) == pytest.approx(0.25) and float(outside) == pytest.approx(0.25)
+
+
+def test_images_meet_the_gt_clamped_with_the_gradient_of_the_raw_output() -> None:
+    raw = torch.tensor([-1.5, -0.5, 0.5, 1.5], requires_grad=True)
+    clamped = clamp_straight_through(raw)
+    assert clamped.tolist() == [-1.0, -0.5, 0.5, 1.0]
+    (clamped * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum().backward()
+    assert raw.grad.tolist() == [1.0, 2.0, 3.0, 4.0]  # a plain clamp would give 0 at both ends
+    image = torch.full((1, 3, 2, 2), 1.4, requires_grad=True)  # overshoots a saturated GT: no loss, no push
+    out = FusionLoss(LossConfig(realism=0.0, offset_norm=0.0))(image, torch.ones(1, 3, 2, 2),
+                                                             torch.zeros(1, 1, 2, 2), torch.zeros(1, 2, 2))
+    assert float(out.total.detach()) == 0.0
 
 
 def test_realism_is_the_nonsaturating_loss_and_leaves_d_alone() -> None:

@@ -79,8 +79,10 @@ def test_resume_refuses_changed_config_and_finds_the_run_of_a_checkpoint(tmp_pat
     numbered = min((root / "face_mask" / "checkpoints").iterdir())
     plan = plan_fusion_run(workspace, tiny_config(resume=str(numbered), schedule={"total_kimg": 0.032}))
     assert plan.root == root and plan.resume == {"face_mask": numbered} and plan.pairs == inputs[0].run_id
-    longer = run(tiny_config(resume=manifest.run_id, schedule={"total_kimg": 0.024}), workspace)
-    assert longer.counts["face_mask_steps"] == 6  # continued from step 4, not restarted
+    same = run(tiny_config(resume=manifest.run_id, schedule={"total_kimg": 0.024}), workspace)
+    assert same.counts["face_mask_steps"] == 4  # a resume trains on the run's saved config, not the profile's
+    longer = run(tiny_config(resume=manifest.run_id, resume_overrides={"schedule.total_kimg": 0.024}), workspace)
+    assert longer.counts["face_mask_steps"] == 6  # continued from step 4 by the explicit override, not restarted
     with pytest.raises(FileNotFoundError, match="no run 'nope'"):
         plan_fusion_run(workspace, tiny_config(resume="nope"))
 
@@ -131,3 +133,25 @@ def test_a_killed_run_resumes_exactly(tmp_path: Path) -> None:
         seen = [r["images_seen"] for r in json.loads("[" + ",".join(
             (killed / attribute / "stats.jsonl").read_text().splitlines()) + "]")]
         assert seen == sorted(set(seen)), "stats logged after the restored checkpoint were not dropped"
+
+
+def test_trains_on_pairs_made_by_the_fusion_pairs_stage(tmp_path: Path) -> None:
+    """The real upstream: fit-boundaries and fusion-pairs on tiny models, then train-fusion on their output."""
+    from tests.training.fusion_pairs.upstream import boundaries_workspace, write_models
+    from training.fusion_pairs.config import FusionPairsConfig
+    from training.fusion_pairs.stage import run as make_pairs
+
+    (tmp_path / "models").mkdir()
+    models = write_models(tmp_path / "models")
+    workspace, boundaries = boundaries_workspace(tmp_path / "ws", models)
+    config = FusionPairsConfig.model_validate({
+        "unsup3d": str(models / "unsup3d.pth"), "n_train": 8, "chunk_size": 4, "batch_size": 4,
+        "canonical_size": 16, "detector": "none", "templates": {"size": 64}, "runtime": {"device": "cpu", "threads": 1}})
+    pairs = make_pairs(config, workspace, [boundaries])
+    manifest = run(tiny_config(), workspace, [pairs])
+    assert [(m.stage, m.run_id) for m in manifest.inputs] == [("fusion-pairs", pairs.run_id)]
+    report = json.loads(workspace.resolve(manifest.files["report.json"].path).read_text())
+    for attribute in ("face_mask", "sunglasses", "frame_glasses"):
+        assert manifest.counts[f"{attribute}_steps"] == 4
+        assert report["attributes"][attribute]["test_pairs"] == 4  # eval.pairs of the 6 held-out w
+        assert report["attributes"][attribute]["test"]["basis_image_l1"] > 0

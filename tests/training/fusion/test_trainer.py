@@ -25,6 +25,7 @@ from training.common.checkpoint import CheckpointError, load_checkpoint
 from training.fusion.checkpoint import load_fusion_checkpoint, save_fusion_checkpoint
 from training.fusion.config import ArchConfig
 from training.fusion.data import collate_pairs, read_pairs
+from training.fusion.losses import offset_penalty, realism_loss, region_l1
 from training.fusion.trainer import resolve_arch
 
 
@@ -174,10 +175,11 @@ def test_batch_one_step_matches_finite_differences(pairs) -> None:
     inputs = type(inputs)(**{k: v.double() for k, v in vars(inputs).items()})
     trainer.network.eval()  # BatchNorm with running statistics: a function of the weights alone
 
-    def loss() -> torch.Tensor:
+    def loss() -> torch.Tensor:  # the loss terms without the straight-through clamp (its gradient is not d value)
         offset = trainer.network(inputs.face, inputs.template, inputs.canonical)
         image = trainer.editor(trainer.editor.latent(inputs.w, inputs.nb, offset))
-        return trainer.loss(image, inputs.gt, inputs.region, offset).total
+        inside, outside = region_l1(image, inputs.gt, inputs.region)
+        return inside + outside + realism_loss(trainer.loss.discriminator, image) + offset_penalty(offset)
 
     params = [p for p in trainer.network.parameters() if p.requires_grad]
     trainer.network.zero_grad()
