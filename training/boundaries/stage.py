@@ -22,12 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from data_catalog.atomic import atomic_write_bytes, atomic_write_text
 from data_catalog.hashing import json_hash
 from data_catalog.manifest import Manifest
-from data_catalog.runs import MANIFEST_FILE_NAME, MapBatches, new_run_id, stage_run
+from data_catalog.runs import MapBatches, new_run_id, stage_run
 from data_catalog.workspace import Workspace
 from training.boundaries import figures
 from training.boundaries.config import FitBoundariesConfig
@@ -39,8 +38,9 @@ from training.boundaries.sampling import (
     sample,
 )
 from training.boundaries.svm import fit_boundary, project_boundary, signed_distance
-from training.common.distributed import DistContext, barrier, setup_runtime
+from training.common.distributed import barrier, setup_runtime
 from training.common.images import image_grid
+from training.common.resume import find_interrupted_run, shared_value
 
 __all__ = ["MODELS_DIR", "STAGE", "FitBoundariesConfig", "basis_for", "run"]
 
@@ -120,26 +120,7 @@ def resume_key(config: FitBoundariesConfig, generator_sha: str, classifier_sha: 
 
 def find_interrupted(workspace: Workspace, key: str) -> str | None:
     """The newest run folder with the same resume key whose run never completed, if any."""
-    root = workspace.root / MODELS_DIR
-    if not root.is_dir():
-        return None
-    for folder in sorted(root.iterdir(), reverse=True):
-        saved = folder / RESUME_FILE
-        if not saved.is_file() or json.loads(saved.read_text(encoding="utf-8")).get("key") != key:
-            continue
-        manifest = workspace.run_dir(STAGE, folder.name) / MANIFEST_FILE_NAME
-        if manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")).get("status") == "completed":
-            continue
-        return folder.name
-    return None
-
-
-def _shared(value: Any, ctx: DistContext) -> Any:
-    """Rank 0's value on every rank."""
-    box = [value]
-    if ctx.enabled:
-        dist.broadcast_object_list(box, src=0)
-    return box[0]
+    return find_interrupted_run(workspace, STAGE, workspace.root / MODELS_DIR, key, RESUME_FILE)
 
 
 # ---------------------------------------------------------------------------------------------- outputs
@@ -208,7 +189,7 @@ def run(config: FitBoundariesConfig, workspace: Workspace, inputs: Sequence[Mani
     generator_path, classifier_path, used = resolve_sources(config, workspace, inputs)
     generator_sha, classifier_sha = _file_digest(generator_path), _file_digest(classifier_path)
     key = resume_key(config, generator_sha, classifier_sha)
-    run_id = _shared((find_interrupted(workspace, key) or new_run_id(STAGE)) if ctx.is_main else None, ctx)
+    run_id = shared_value((find_interrupted(workspace, key) or new_run_id(STAGE)) if ctx.is_main else None, ctx)
     folder = workspace.root / MODELS_DIR / run_id
     handle = GeneratorHandle.load(generator_path, device=device)
     scorer = AttributeScorer.load(classifier_path, device=device)

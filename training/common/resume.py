@@ -28,7 +28,7 @@ import torch.distributed as dist
 from data_catalog.config import RESUME_OVERRIDES_KEY, ConfigError, StageConfig, apply_dotted, validate_config
 from data_catalog.dataset import version_folder
 from data_catalog.manifest import Manifest
-from data_catalog.runs import StageRun, new_run_id, stage_run
+from data_catalog.runs import MANIFEST_FILE_NAME, StageRun, new_run_id, stage_run
 from data_catalog.workspace import Workspace
 from training.common.distributed import DistContext, barrier
 from training.common.loop import TrainingLoop
@@ -156,12 +156,37 @@ def resumed_config(workspace: Workspace, models_dir: str | Path, config: C, allo
     return effective
 
 
-def shared_run_id(stage: str, ctx: DistContext) -> str:
-    """A new run id for `stage`, rank 0's on every rank (each rank would otherwise draw its own)."""
-    run_id = [new_run_id(stage)]
+def shared_value(value: Any, ctx: DistContext) -> Any:
+    """Rank 0's `value` on every rank (a run id, a resume decision: each rank would otherwise draw its own)."""
+    box = [value]
     if ctx.enabled:
-        dist.broadcast_object_list(run_id, src=0)
-    return run_id[0]
+        dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def shared_run_id(stage: str, ctx: DistContext) -> str:
+    """A new run id for `stage`, rank 0's on every rank."""
+    return shared_value(new_run_id(stage), ctx)
+
+
+def find_interrupted_run(workspace: Workspace, stage: str, folders: Path, key: str,
+                         resume_file: str = "resume.json") -> str | None:
+    """The newest run folder under `folders` whose `resume_file` holds `key` and whose run never completed.
+
+    For stages that continue a killed run in its own folder when the plan (config and input hashes) is the same,
+    because what they already wrote (chunks, shards) is the expensive part.
+    """
+    if not folders.is_dir():
+        return None
+    for folder in sorted(folders.iterdir(), reverse=True):
+        saved = folder / resume_file
+        if not saved.is_file() or json.loads(saved.read_text(encoding="utf-8")).get("key") != key:
+            continue
+        manifest = workspace.run_dir(stage, folder.name) / MANIFEST_FILE_NAME
+        if manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")).get("status") == "completed":
+            continue
+        return folder.name
+    return None
 
 
 class ResumableConfig(Protocol):

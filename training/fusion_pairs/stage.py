@@ -28,16 +28,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch.distributed as dist
 
 from data_catalog.atomic import atomic_write_bytes, atomic_write_text
 from data_catalog.hashing import json_hash
 from data_catalog.manifest import Manifest, TableOutput, table_digest
 from data_catalog.progress import Progress
-from data_catalog.runs import MANIFEST_FILE_NAME, MapBatches, new_run_id, stage_run
+from data_catalog.runs import MapBatches, new_run_id, stage_run
 from data_catalog.shards import stats_path
 from data_catalog.workspace import Workspace
 from training.common.distributed import DistContext, barrier, setup_runtime
+from training.common.resume import find_interrupted_run, shared_value
 from training.fusion_pairs.chunks import (
     MEAN_FILE,
     ChunkJob,
@@ -146,26 +146,7 @@ def resume_key(plan: PairsPlan) -> str:
 
 def find_interrupted(workspace: Workspace, key: str) -> str | None:
     """The newest pairs folder with the same resume key whose run never completed, if any."""
-    root = workspace.root / PAIRS_DIR
-    if not root.is_dir():
-        return None
-    for folder in sorted(root.iterdir(), reverse=True):
-        saved = folder / RESUME_FILE
-        if not saved.is_file() or json.loads(saved.read_text(encoding="utf-8")).get("key") != key:
-            continue
-        manifest = workspace.run_dir(STAGE, folder.name) / MANIFEST_FILE_NAME
-        if manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")).get("status") == "completed":
-            continue
-        return folder.name
-    return None
-
-
-def _shared(value: Any, ctx: DistContext) -> Any:
-    """Rank 0's value on every rank."""
-    box = [value]
-    if ctx.enabled:
-        dist.broadcast_object_list(box, src=0)
-    return box[0]
+    return find_interrupted_run(workspace, STAGE, workspace.root / PAIRS_DIR, key, RESUME_FILE)
 
 
 # ---------------------------------------------------------------------------------------------- the stage
@@ -206,7 +187,7 @@ def _run(config: FusionPairsConfig, workspace: Workspace, inputs: Sequence[Manif
     mean_bytes = _npy(mean.reshape(1, handle.style_dim).astype(np.float32))
     plan = build_plan(config, boundaries, generator, generator_sha, unsup3d, kind, handle, mean_bytes, same_generator)
     key = resume_key(plan)
-    run_id = _shared((find_interrupted(workspace, key) or new_run_id(STAGE)) if ctx.is_main else None, ctx)
+    run_id = shared_value((find_interrupted(workspace, key) or new_run_id(STAGE)) if ctx.is_main else None, ctx)
     folder = workspace.root / PAIRS_DIR / run_id
     used = [boundaries.manifest] + ([unsup3d_manifest] if unsup3d_manifest is not None else [])
     used += [m for m in inputs if m.run_id not in {u.run_id for u in used}]

@@ -1,12 +1,12 @@
 """The fusion network against the official one (recorded outputs, tests/fixtures/fusion) and its own invariants.
 
 Full-size cases (the official classes hard-code their sizes) share one model built once; everything else runs on
-a tiny arch. Tolerances: outputs 1e-4 absolute (they are instance-normalised, O(1)). Gradients are compared with
-the official model's float64 gradients: to 1e-8 of each tensor's scale for our float64 run at batch 1 (the batch
-size torch 2.13's norm backward bug hits), and loosely for our float32 run at batch 2, because float32 cannot
-resolve the image gradients better than ~1e-2 in either implementation: the official model in float32 is
-1.6e-2 off its own float64 image gradients (masknet's last train-mode BatchNorm and ACE's InstanceNorm
-normalise nearly the same statistics, so the gradient between them is a near-total cancellation).
+a tiny arch. Tolerances: outputs 1e-4 absolute (they are instance-normalised, O(1)); gradients 1e-4 of each
+tensor's scale against the official float32 run (batch 2), and 1e-8 against the official float64 run (batch 1,
+where torch 2.13's norm backward bug hits). Float32 against float64 would not do: in either implementation the
+float32 image gradients are only good to ~1e-2 (masknet's last train-mode BatchNorm and ACE's InstanceNorm
+normalise nearly the same statistics, so the gradient between them is a near-total cancellation), while the two
+float32 implementations agree to ~1e-6, having the same convolutions and norms in the same order.
 """
 
 from __future__ import annotations
@@ -85,16 +85,27 @@ def _assert_scaled(got: Tensor, ref: Tensor, rel: float, what: str) -> None:
     assert err <= rel * scale + 1e-9, f"{what}: max error {err:.3e} vs scale {scale:.3e} (rel {err / max(scale, 1e-30):.2e})"
 
 
-def _assert_grads(got: dict, ref: dict, rel: Mapping[str, float]) -> None:
+# Conv biases straight before an InstanceNorm: their exact gradient is 0, so float rounding is all they get.
+ZERO_GRADIENT = {f"encoder.model.{i}.bias" for i in (1, 4, 7, 10)}
+
+
+def _assert_grads(got: dict, ref: dict, rel: float) -> None:
+    """Image gradients (block sums, projections, norms), canonical gradients and every parameter gradient's
+    (sum, norm) within rel of their scale."""
     for key in ("grad_face", "grad_template"):
         for part in ("blocks", "projections", "norm"):
-            _assert_scaled(got[key][part], ref[key][part], rel[key], f"{key}.{part}")
-    _assert_scaled(got["grad_canonical"], ref["grad_canonical"], rel["grad_canonical"], "grad_canonical")
+            _assert_scaled(got[key][part], ref[key][part], rel, f"{key}.{part}")
+    _assert_scaled(got["grad_canonical"], ref["grad_canonical"], rel, "grad_canonical")
     assert got["param_names"] == ref["param_names"]
-    norms_got, norms_ref = got["param_grads"][:, 1], ref["param_grads"][:, 1]
-    for name, a, b in zip(ref["param_names"], norms_got, norms_ref):
-        limit = rel["params_template"] if name.startswith("masknet.") else rel["params"]
-        assert abs(float(a - b)) <= limit * float(b) + 1e-9, f"grad norm of {name}: {float(a):.6e} vs {float(b):.6e}"
+    largest = float(ref["param_grads"][:, 1].max())
+    for name, (sum_got, norm_got), (sum_ref, norm_ref) in zip(ref["param_names"], got["param_grads"],
+                                                              ref["param_grads"]):
+        if name in ZERO_GRADIENT:
+            assert norm_got <= 1e-5 * largest, f"{name} should get no gradient, got norm {float(norm_got):.3e}"
+            continue
+        limit = rel * float(norm_ref) + 1e-12 * largest
+        assert abs(float(norm_got - norm_ref)) <= limit, f"grad norm of {name}: {float(norm_got):.6e} vs {float(norm_ref):.6e}"
+        assert abs(float(sum_got - sum_ref)) <= limit, f"grad sum of {name}: {float(sum_got):.6e} vs {float(sum_ref):.6e}"
 
 
 def test_state_dict_is_the_officials(full: dict, fixture: dict) -> None:
@@ -130,18 +141,16 @@ def test_train_step_matches_official_float32(full: dict, fixture: dict) -> None:
     torch.testing.assert_close(got["output"], ref["output"], rtol=0, atol=1e-4)
     # running statistics after one train-mode forward (momentum 0.1)
     torch.testing.assert_close(got["buffers"], ref["buffers"], rtol=1e-5, atol=1e-5)
-    # float32 against float64: the official float32 run itself is 1.6e-2 off here (module doc)
-    _assert_grads(got, ref, {"grad_face": 5e-2, "grad_canonical": 1e-3, "params": 1e-3,
-                             "grad_template": 5e-2, "params_template": 5e-2})
+    _assert_grads(got, ref, 1e-4)
 
 
 def test_train_batch1_matches_official_float64(full: dict, fixture: dict) -> None:
-    """Batch 1 is where torch 2.13's CPU norm backward goes wrong (module doc of training.fusion.network)."""
+    """Batch 1 is where torch 2.13's CPU norm backward goes wrong (module doc of training.fusion.network); in
+    float64 both implementations are exact enough to agree to 1e-8."""
     got = _run(full, 1, train=True, grads=True, dtype=torch.float64)
-    ref = fixture["cases"]["train1"]
-    torch.testing.assert_close(got["output"].float(), ref["output"], rtol=0, atol=1e-4)
-    _assert_grads(got, ref, {"grad_face": 1e-8, "grad_canonical": 1e-8, "grad_template": 1e-8,
-                             "params": 1e-8, "params_template": 1e-8})
+    ref = fixture["cases"]["train1_float64"]
+    torch.testing.assert_close(got["output"], ref["output"], rtol=0, atol=1e-10)
+    _assert_grads(got, ref, 1e-8)
 
 
 @pytest.mark.parametrize("case,channels", [("identity_ch2_zero", (2,)), ("identity_ch12_zero", (1, 2))])
