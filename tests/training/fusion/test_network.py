@@ -1,12 +1,14 @@
 """The fusion network against the official one (recorded outputs, tests/fixtures/fusion) and its own invariants.
 
 Full-size cases (the official classes hard-code their sizes) share one model built once; everything else runs on
-a tiny arch. Tolerances: outputs 1e-4 absolute (they are instance-normalised, O(1)); gradients 1e-4 of each
-tensor's scale against the official float32 run (batch 2), and 1e-8 against the official float64 run (batch 1,
-where torch 2.13's norm backward bug hits). Float32 against float64 would not do: in either implementation the
-float32 image gradients are only good to ~1e-2 (masknet's last train-mode BatchNorm and ACE's InstanceNorm
-normalise nearly the same statistics, so the gradient between them is a near-total cancellation), while the two
-float32 implementations agree to ~1e-6, having the same convolutions and norms in the same order.
+a tiny arch. Exactness is checked in float64, against the official model run in float64 at batch 1 (where
+torch 2.13's norm backward bug hits) and batch 2: outputs to 1e-10, gradients to 1e-8 of each tensor's scale.
+In float32, outputs and running statistics are compared at 1e-4 / 1e-5, and gradients at 3e-2 of their scale:
+the float32 image gradients of this network are only good to ~2e-2 in either implementation (masknet's last
+train-mode BatchNorm and ACE's InstanceNorm normalise nearly the same statistics, so the gradient between them is
+a near-total cancellation; the official float32 run is 1.6-1.8e-2 off its own float64 one), and our ACE sums its
+piecewise-constant style map in another order than the official dense convolution, so the two float32 runs
+differ by that rounding (~9e-3) while agreeing to 1e-8 in float64.
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ def _assert_scaled(got: Tensor, ref: Tensor, rel: float, what: str) -> None:
     assert err <= rel * scale + 1e-9, f"{what}: max error {err:.3e} vs scale {scale:.3e} (rel {err / max(scale, 1e-30):.2e})"
 
 
+# What float32 resolves of this network's gradients (module doc); exactness is the float64 tests' job.
+FLOAT32_GRADIENTS = 3e-2
 # Conv biases straight before an InstanceNorm: their exact gradient is 0, so float rounding is all they get.
 ZERO_GRADIENT = {f"encoder.model.{i}.bias" for i in (1, 4, 7, 10)}
 
@@ -141,7 +145,14 @@ def test_train_step_matches_official_float32(full: dict, fixture: dict) -> None:
     torch.testing.assert_close(got["output"], ref["output"], rtol=0, atol=1e-4)
     # running statistics after one train-mode forward (momentum 0.1)
     torch.testing.assert_close(got["buffers"], ref["buffers"], rtol=1e-5, atol=1e-5)
-    _assert_grads(got, ref, 1e-4)
+    _assert_grads(got, ref, FLOAT32_GRADIENTS)
+
+
+def test_train_batch2_matches_official_float64(full: dict, fixture: dict) -> None:
+    got = _run(full, 2, train=True, grads=True, dtype=torch.float64)
+    ref = fixture["cases"]["train2_float64"]
+    torch.testing.assert_close(got["output"], ref["output"], rtol=0, atol=1e-10)
+    _assert_grads(got, ref, 1e-8)
 
 
 def test_train_batch1_matches_official_float64(full: dict, fixture: dict) -> None:
