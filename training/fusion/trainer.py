@@ -38,7 +38,7 @@ from training.fusion.network import FusionArch, SemanticFusionNetwork
 from training.fusion_pairs.format import PairsIndex
 from training.stylegan2.handle import GeneratorHandle
 
-__all__ = ["Editor", "FusionTrainer", "TrainState", "resolve_arch"]
+__all__ = ["Editor", "FusionTrainer", "Inputs", "TrainState", "canonical_size", "prepare_inputs", "resolve_arch"]
 
 log = logging.getLogger("sdgan.train-fusion")
 SDGAN_KEY = "sdgan"
@@ -145,6 +145,27 @@ def canonical_size(arch: FusionArch) -> int:
     return max(8, arch.image_size // 2)
 
 
+def prepare_inputs(batch: Mapping[str, Any], arch: FusionArch, generator_size: int,
+                   device: torch.device | str) -> Inputs:
+    """A collated batch of pairs (uint8 images, float16 maps; `training.fusion.data.collate_pairs`) as float
+    tensors on `device`: network inputs at the network's sizes, references at the generator's. Training and
+    synthesis both feed the network through here, so they see the same inputs."""
+    device = torch.device(device)
+    size = arch.image_size
+
+    def images(key: str) -> Tensor:
+        return to_float_images(batch[key].to(device, non_blocking=True))
+
+    origin, template, gt = images("origin"), images("template"), images("gt")
+    region = batch["region"].to(device, non_blocking=True).float() / 255
+    canonical = batch["canonical"].to(device, non_blocking=True).float()
+    return Inputs(w=batch["w"].to(device).float(), nb=batch["nb"].to(device).float(),
+                  face=_resize(origin, size).contiguous(), template=_resize(template, size).contiguous(),
+                  canonical=_resize(canonical, canonical_size(arch)).contiguous(),
+                  origin=_resize(origin, generator_size), gt=_resize(gt, generator_size),
+                  region=_resize(region, generator_size))
+
+
 def _strip_module(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {key.removeprefix("module."): value for key, value in state.items()}
 
@@ -201,18 +222,7 @@ class FusionTrainer:
 
     def prepare(self, batch: Mapping[str, Any]) -> Inputs:
         """A collated batch (uint8 images, float16 maps) as float tensors on the device, at the sizes needed."""
-        size, g_size = self.arch.image_size, self.editor.generator.size
-
-        def images(key: str) -> Tensor:
-            return to_float_images(batch[key].to(self.device, non_blocking=True))
-
-        origin, template, gt = images("origin"), images("template"), images("gt")
-        region = batch["region"].to(self.device, non_blocking=True).float() / 255
-        canonical = batch["canonical"].to(self.device, non_blocking=True).float()
-        return Inputs(w=batch["w"].to(self.device).float(), nb=batch["nb"].to(self.device).float(),
-                      face=_resize(origin, size).contiguous(), template=_resize(template, size).contiguous(),
-                      canonical=_resize(canonical, canonical_size(self.arch)).contiguous(),
-                      origin=_resize(origin, g_size), gt=_resize(gt, g_size), region=_resize(region, g_size))
+        return prepare_inputs(batch, self.arch, self.editor.generator.size, self.device)
 
     def offsets(self, inputs: Inputs) -> Tensor:
         """n_o (B, num_ws, w_dim) in float32."""
