@@ -346,7 +346,8 @@ def cmd_stage_direct(args: argparse.Namespace) -> int:
     shortcuts, _ = spec.shortcut_overrides({o.name: getattr(args, o.name) for o in spec.options})
     # `--set <stage>.key=value` works too, as with `sdgan run <stage>`
     config = load_config(config_cls, args.profile, split_overrides([spec.name], args.overrides)[spec.name] + shortcuts)
-    ws = _open(args.workspace)
+    # a stage that needs no upstream run here (all given as paths) may start a workspace; others need theirs
+    ws = Workspace(args.workspace, create=not spec.required_upstream(config.to_dict()))
     _log_to_terminal()
     # Under torchrun only rank 0 writes the catalog: it alone holds the workspace.
     wait = FROM_ENV if args.lock_wait is None else parse_wait(args.lock_wait)
