@@ -403,6 +403,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _run_flow("reproduce", workspace=str(workspace), profile="demo", overrides=[], force=args.force,
               task_runner="thread", workers=4, lock_wait=args.lock_wait)
     console.print(f"workspace: {workspace}")
+    ws = Workspace(workspace, create=False)
+    evaluated = ws.current("evaluate")
+    for name in ("report.html", "report.md"):
+        if evaluated is not None and name in evaluated.files:
+            console.print(f"report: {ws.resolve(evaluated.files[name].path)}")
     console.print(f"inspect it with: sdgan catalog ls --workspace {args.workspace}")
     return 0
 
