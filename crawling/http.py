@@ -11,9 +11,11 @@ from __future__ import annotations
 import email.utils
 import http.client
 import io
+import os
 import socket
 import threading
 import time
+import urllib.request
 import urllib.robotparser
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -24,6 +26,8 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.cookies import extract_cookies_to_jar
+from requests.sessions import merge_setting
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ReadTimeoutError
@@ -187,6 +191,29 @@ class HostAliasAdapter(HTTPAdapter):
         return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
 
 
+class CrawlSession(requests.Session):
+    """A requests Session that reads the proxy and CA-bundle variables once, not on every request.
+
+    With `trust_env`, requests walks all of os.environ twice per request to look for proxies: about 0.14 ms,
+    a tenth of the CPU of fetching a small image, and the environment does not change while a crawl runs.
+    When proxy variables are set, requests' own per-URL rules (no_proxy) still run on every request; ~/.netrc
+    is still honoured."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._env_proxies = urllib.request.getproxies()  # what requests.utils.get_environ_proxies reads
+        self._env_ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
+                                   cert: Any) -> dict[str, Any]:
+        if not self.trust_env or self._env_proxies:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if verify is True or verify is None:  # no proxies to add: only the CA bundle, as requests does
+            verify = self._env_ca_bundle or verify
+        return {"proxies": merge_setting(proxies, self.proxies), "stream": merge_setting(stream, self.stream),
+                "verify": merge_setting(verify, self.verify), "cert": merge_setting(cert, self.cert)}
+
+
 @dataclass
 class Response:
     """What a fetch ended with. `body` is the payload when ok, or the start of an API's error payload."""
@@ -245,7 +272,7 @@ class PoliteClient:
     def __init__(self, config: HttpConfig, optout: OptOutRegistry | None = None) -> None:
         self.config = config
         self.optout = optout or OptOutRegistry()
-        self.session = requests.Session()
+        self.session = CrawlSession()
         adapter = HostAliasAdapter(config.host_aliases, pool_connections=64, pool_maxsize=max(config.threads, 8),
                                    max_retries=0)
         self.session.mount("http://", adapter)
@@ -377,6 +404,28 @@ class PoliteClient:
         cfg = self.config
         return min(cfg.connect_timeout, cfg.total_timeout), min(cfg.read_timeout, cfg.total_timeout)
 
+    def _send_get(self, url: str, headers: dict[str, str] | None, params: dict | None) -> requests.Response:
+        """`session.get(url, headers, params, stream=True, allow_redirects=False)`, lighter for plain GETs.
+
+        A GET with no params, no headers of its own and no cookies or auth on the session (every image
+        fetch) skips Session.request, whose merging of session settings (typing-protocol checks, cookie
+        jars, hooks) costs about as much CPU as the HTTP exchange itself on loopback. It sends the same
+        request (session headers, ~/.netrc credentials, proxies, CA bundle) and stores Set-Cookie as
+        Session.send does; unlike it, a redirect's body is not read (fetch never follows one from here)."""
+        session = self.session
+        if params or headers or session.cookies or session.auth or session.params or any(session.hooks.values()):
+            return session.get(url, headers=headers, params=params, stream=True, allow_redirects=False,
+                               timeout=self._timeouts())
+        prepared = requests.PreparedRequest()
+        auth = requests.utils.get_netrc_auth(url) if session.trust_env else None
+        prepared.prepare(method="GET", url=url, headers=session.headers, auth=auth, hooks={})
+        settings = session.merge_environment_settings(url, {}, True, None, None)
+        response = session.get_adapter(url).send(prepared, stream=True, timeout=self._timeouts(),
+                                                 verify=settings["verify"], cert=settings["cert"],
+                                                 proxies=settings["proxies"])
+        extract_cookies_to_jar(session.cookies, prepared, response.raw)
+        return response
+
     def _get_once(self, url: str, headers: dict[str, str] | None, image: bool, params: dict | None) -> Response:
         with response_deadline(self.config.total_timeout) as deadline:
             return self._get_within(url, headers, image, params, deadline)
@@ -384,8 +433,7 @@ class PoliteClient:
     def _get_within(self, url: str, headers: dict[str, str] | None, image: bool, params: dict | None,
                     deadline: float) -> Response:
         cfg = self.config
-        with self.session.get(url, headers=headers, params=params, stream=True, allow_redirects=False,
-                              timeout=self._timeouts()) as response:
+        with self._send_get(url, headers, params) as response:
             status = response.status_code
             kept = {k.lower(): v for k, v in response.headers.items() if k.lower() in ("retry-after", "content-type", "x-robots-tag", "location")}
             if 300 <= status < 400 and status != 304 and response.headers.get("Location"):

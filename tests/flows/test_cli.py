@@ -23,6 +23,13 @@ def test_run_reproduce_reports_every_stage(prefect_server: str, tmp_path: Path, 
     assert sorted(runs["stage"]) == sorted(name for name, spec in STAGES.items() if spec.built)
     assert set(runs["status"]) == {"completed"}
     assert out.count("not built yet") == sum(not s.built for s in STAGES.values())
+    # a second run is all cache hits (catalog-verify, which reports on the workspace as it is, always runs)
+    from tests.flows.test_platform import statuses
+
+    assert cli(["run", "reproduce", "--workspace", str(ws_path), *short_training]) == 0
+    again = statuses(capsys.readouterr().out, list(STAGES))
+    assert again.pop("catalog-verify") == "ran"
+    assert set(again.values()) == {"cached"}, again
 
 
 def test_run_with_a_wrong_config_value_exits_2_and_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
