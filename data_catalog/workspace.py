@@ -36,6 +36,10 @@ class WorkspaceError(RuntimeError):
     pass
 
 
+class RunNotFound(LookupError):
+    """A run id that names no completed run of the stage asked for."""
+
+
 def _wait_for_creator(marker: Path, timeout: float = 5.0) -> None:
     """A folder being laid out by another process has no marker for a moment: wait for it, briefly.
 
@@ -137,6 +141,18 @@ class Workspace:
         if runs.empty:
             raise KeyError(f"no run {run_id!r} in {self.root}")
         return manifest_from_row(runs.to_dict("records")[-1])
+
+    def completed_run(self, run_id: str, stage: str) -> Manifest:
+        """The completed `stage` run named `run_id` (a run id a user gave); RunNotFound saying what there is."""
+        try:
+            manifest = self.manifest(run_id)
+        except KeyError:
+            known = ", ".join(m.run_id for m in self.manifests(stage)) or "none"
+            raise RunNotFound(f"no {stage} run {run_id!r} in {self.root} (completed runs: {known})") from None
+        if manifest.stage != stage or manifest.status != "completed":
+            raise RunNotFound(f"run {run_id!r} is a {manifest.status} {manifest.stage} run, not a completed "
+                              f"{stage} run")
+        return manifest
 
     def latest(self, stage: str) -> Manifest | None:
         """The most recently finished completed run of `stage`."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from data_catalog.hashing import sha256_file
 from data_catalog.manifest import Manifest
-from data_catalog.workspace import Workspace
+from data_catalog.workspace import RunNotFound, Workspace
 from inference.synthesis.config import OFFICIAL_KIND, SynthesizeConfig
 from training.fusion_pairs.format import ATTRIBUTES
 
@@ -171,12 +171,9 @@ def _fusion_run(workspace: Workspace, config: SynthesizeConfig, inputs: Sequence
         return None, folder
     if name is not None:
         try:
-            manifest = workspace.manifest(name)
-        except KeyError:
-            raise SynthesisInputError(f"no train-fusion run {name!r} in {workspace.root}") from None
-        if manifest.stage != "train-fusion" or manifest.status != "completed":
-            raise SynthesisInputError(f"run {name!r} is a {manifest.status} {manifest.stage} run, not a completed "
-                                      "train-fusion run")
+            manifest = workspace.completed_run(name, "train-fusion")
+        except RunNotFound as exc:
+            raise SynthesisInputError(str(exc)) from None
     else:
         manifest = next((m for m in inputs if m.stage == "train-fusion"), None) or workspace.current("train-fusion")
         if manifest is None:

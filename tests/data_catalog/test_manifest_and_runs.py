@@ -81,3 +81,19 @@ def test_runs_row_round_trip() -> None:
     row = manifest_to_row(manifest, {"n": 1}, "host")
     assert row["duration_s"] == 60.0
     assert manifest_from_row(row) == manifest
+
+
+def test_completed_run_names_what_there_is(workspace: Workspace) -> None:
+    from data_catalog.workspace import RunNotFound
+
+    with stage_run(workspace, "toy", ToyConfig()) as run:
+        pass
+    with pytest.raises(RuntimeError), stage_run(workspace, "toy", ToyConfig(n=3)) as failed:
+        raise RuntimeError("boom")
+    assert workspace.completed_run(run.run_id, "toy").run_id == run.run_id
+    with pytest.raises(RunNotFound, match=f"no toy run 'nope' .*completed runs: {run.run_id}"):
+        workspace.completed_run("nope", "toy")
+    with pytest.raises(RunNotFound, match="is a failed toy run, not a completed toy run"):
+        workspace.completed_run(failed.run_id, "toy")
+    with pytest.raises(RunNotFound, match="is a completed toy run, not a completed shard run"):
+        workspace.completed_run(run.run_id, "shard")

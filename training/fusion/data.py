@@ -28,7 +28,7 @@ from data_catalog.loader import ShardSplitError, assign_shards
 from data_catalog.manifest import Manifest
 from data_catalog.shards import read_stats, stats_path
 from data_catalog.tar_reader import group_samples, iter_members, shard_samples
-from data_catalog.workspace import Workspace
+from data_catalog.workspace import RunNotFound, Workspace
 from training.fusion_pairs.format import INDEX_FILE, FusionPair, PairsIndex, decode
 from training.stylegan2.data import ResumableShardStream
 
@@ -91,13 +91,9 @@ def find_pairs_run(workspace: Workspace, pairs: str | None, inputs: Sequence[Man
         return PairsRun(folder, _load_index(folder), producer)
     if pairs is not None:
         try:
-            manifest = workspace.manifest(pairs)
-        except KeyError:
-            known = ", ".join(m.run_id for m in workspace.manifests("fusion-pairs")) or "none"
-            raise PairsNotFound(f"no fusion-pairs run {pairs!r} in {workspace.root} (completed runs: {known})") from None
-        if manifest.stage != "fusion-pairs" or manifest.status != "completed":
-            raise PairsNotFound(f"run {pairs!r} is a {manifest.status} {manifest.stage} run, not a completed "
-                                "fusion-pairs run")
+            manifest = workspace.completed_run(pairs, "fusion-pairs")
+        except RunNotFound as exc:
+            raise PairsNotFound(str(exc)) from None
     else:
         manifest = next((m for m in inputs if m.stage == "fusion-pairs"), None) or workspace.current("fusion-pairs")
         if manifest is None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from data_catalog.hashing import sha256_file
 from data_catalog.manifest import Manifest
-from data_catalog.workspace import Workspace
+from data_catalog.workspace import RunNotFound, Workspace
 from training.fusion_pairs.config import FusionPairsConfig
 
 logger = logging.getLogger("sdgan.fusion-pairs")
@@ -95,14 +95,9 @@ def find_boundaries(workspace: Workspace, config: FusionPairsConfig, inputs: Seq
     """The run named by `boundaries`, else the upstream / current fit-boundaries run."""
     if config.boundaries is not None:
         try:
-            manifest = workspace.manifest(config.boundaries)
-        except KeyError:
-            known = ", ".join(m.run_id for m in workspace.manifests(BOUNDARIES)) or "none"
-            raise SourceError(f"no fit-boundaries run {config.boundaries!r} in {workspace.root} (completed runs: "
-                              f"{known})") from None
-        if manifest.stage != BOUNDARIES or manifest.status != "completed":
-            raise SourceError(f"run {config.boundaries!r} is a {manifest.status} {manifest.stage} run, not a "
-                              "completed fit-boundaries run")
+            manifest = workspace.completed_run(config.boundaries, BOUNDARIES)
+        except RunNotFound as exc:
+            raise SourceError(str(exc)) from None
     else:
         manifest = next((m for m in inputs if m.stage == BOUNDARIES), None) or workspace.current(BOUNDARIES)
         if manifest is None:
