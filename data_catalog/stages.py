@@ -303,7 +303,8 @@ STAGES: dict[str, StageSpec] = {
             module="inference.synthesis.stage",
             config_class="SynthesizeConfig",
             code=("data_catalog", "alignment", "training/__init__.py", "training/common", "training/stylegan2",
-                  "training/unsup3d", "training/fusion_pairs", "training/fusion", "inference/synthesis"),
+                  "training/unsup3d", "training/fusion_pairs", "training/fusion", "inference/__init__.py",
+                  "inference/synthesis"),
             options=(
                 Option("attribute", list[str] | None, "attribute to synthesize (repeatable; default: all the fusion "
                        "networks have)", choices=("face_mask", "sunglasses", "frame_glasses")),
@@ -344,7 +345,8 @@ STAGES: dict[str, StageSpec] = {
             config_class="EvaluateConfig",
             code=("data_catalog", "alignment", "training/__init__.py", "training/common", "training/classifier",
                   "training/stylegan2", "training/fusion_pairs", "training/fusion", "inference/metrics",
-                  "inference/synthesis/layout.py", "inference/evaluation"),
+                  "inference/__init__.py", "inference/synthesis/__init__.py", "inference/synthesis/layout.py",
+                  "inference/evaluation"),
             options=(
                 Option("synthesis", str | None, "synthesize run id or folder (default: the current run)",
                        key="synthesis", path="if_exists"),
