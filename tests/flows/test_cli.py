@@ -14,7 +14,9 @@ def test_run_reproduce_reports_every_stage(prefect_server: str, tmp_path: Path, 
     from data_catalog.stages import STAGES
 
     ws_path = tmp_path / "ws"
-    short_training = ["--set", "train-stylegan2.schedule.total_kimg=0.016", "--set", "train-stylegan2.schedule.grid_seeds=4"]
+    short_training = ["--set", "train-stylegan2.schedule.total_kimg=0.016", "--set", "train-stylegan2.schedule.grid_seeds=4",
+                      "--set", "synthesize.limit=8", "--set", "evaluate.identity.dlib=false",
+                      "--set", "evaluate.bootstrap.resamples=200"]
     assert cli(["run", "reproduce", "--workspace", str(ws_path), *short_training]) == 0
     out = capsys.readouterr().out
     for name, spec in STAGES.items():
