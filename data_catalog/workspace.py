@@ -7,6 +7,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -153,6 +154,13 @@ class Workspace:
             raise RunNotFound(f"run {run_id!r} is a {manifest.status} {manifest.stage} run, not a completed "
                               f"{stage} run")
         return manifest
+
+    def chosen_run(self, stage: str, run_id: str | None, inputs: Iterable[Manifest] = ()) -> Manifest | None:
+        """The `stage` run a stage reads: `run_id`'s (RunNotFound unless completed), else the upstream one among
+        `inputs`, else the current one; None when there is none."""
+        if run_id is not None:
+            return self.completed_run(run_id, stage)
+        return next((m for m in inputs if m.stage == stage), None) or self.current(stage)
 
     def latest(self, stage: str) -> Manifest | None:
         """The most recently finished completed run of `stage`."""

@@ -71,16 +71,13 @@ def find_synthesis(workspace: Workspace, config: EvaluateConfig, inputs: Sequenc
         producer = next((m for m in reversed(workspace.manifests("synthesize")) if layout.INFO_FILE in m.files
                          and workspace.resolve(m.files[layout.INFO_FILE].path).parent.resolve() == folder), None)
         return _read_synthesis(folder, producer)
-    if name is not None:
-        try:
-            manifest = workspace.completed_run(name, "synthesize")
-        except RunNotFound as exc:
-            raise EvaluationInputError(str(exc)) from None
-    else:
-        manifest = next((m for m in inputs if m.stage == "synthesize"), None) or workspace.current("synthesize")
-        if manifest is None:
-            raise EvaluationInputError(f"no synthesize run in {workspace.root}: run synthesize first, or give "
-                                       "`synthesis` (a run id or a synthesize run folder)")
+    try:
+        manifest = workspace.chosen_run("synthesize", name, inputs)
+    except RunNotFound as exc:
+        raise EvaluationInputError(str(exc)) from None
+    if manifest is None:
+        raise EvaluationInputError(f"no synthesize run in {workspace.root}: run synthesize first, or give "
+                                   "`synthesis` (a run id or a synthesize run folder)")
     if layout.INFO_FILE not in manifest.files:
         raise EvaluationInputError(f"synthesize run {manifest.run_id} lists no {layout.INFO_FILE}")
     return _read_synthesis(workspace.resolve(manifest.files[layout.INFO_FILE].path).parent, manifest)

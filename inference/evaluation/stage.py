@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from data_catalog.atomic import atomic_write_text
 from data_catalog.manifest import Manifest
@@ -33,6 +32,7 @@ from inference.evaluation.sources import (
     load_reference,
 )
 from inference.synthesis import layout
+from training.common.device import kept_torch_threads
 
 __all__ = ["REPORTING_DIR", "STAGE", "EvaluateConfig", "EvaluationInputError", "run"]
 
@@ -46,11 +46,8 @@ ProgressCallback = Callable[[float, str], None]
 
 def run(config: EvaluateConfig, workspace: Workspace, inputs: Sequence[Manifest] = (), *,
         progress: ProgressCallback | None = None) -> Manifest:
-    previous_threads = torch.get_num_threads()
-    try:
+    with kept_torch_threads():
         return _run(config, workspace, inputs, progress)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _upstream_figures(workspace: Workspace, stage: str) -> list[tuple[str, Path]]:

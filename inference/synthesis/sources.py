@@ -169,17 +169,14 @@ def _fusion_run(workspace: Workspace, config: SynthesizeConfig, inputs: Sequence
             if _run_folder(workspace, manifest) == folder:
                 return manifest, folder
         return None, folder
-    if name is not None:
-        try:
-            manifest = workspace.completed_run(name, "train-fusion")
-        except RunNotFound as exc:
-            raise SynthesisInputError(str(exc)) from None
-    else:
-        manifest = next((m for m in inputs if m.stage == "train-fusion"), None) or workspace.current("train-fusion")
-        if manifest is None:
-            raise SynthesisInputError(
-                f"no train-fusion run in {workspace.root}: run train-fusion first, or give the official files "
-                "(test_w, test_nb, fusion, generator, unsup3d; see `sdgan synthesize --help`)")
+    try:
+        manifest = workspace.chosen_run("train-fusion", name, inputs)
+    except RunNotFound as exc:
+        raise SynthesisInputError(str(exc)) from None
+    if manifest is None:
+        raise SynthesisInputError(
+            f"no train-fusion run in {workspace.root}: run train-fusion first, or give the official files "
+            "(test_w, test_nb, fusion, generator, unsup3d; see `sdgan synthesize --help`)")
     folder = _run_folder(workspace, manifest)
     if folder is None:
         raise SynthesisInputError(f"train-fusion run {manifest.run_id} lists no dataset.json")

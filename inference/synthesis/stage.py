@@ -33,6 +33,7 @@ from inference.synthesis.layout import SynthesisInfo, alpha_name, image_name
 from inference.synthesis.render import EditRenderer, offset_norms
 from inference.synthesis.sources import Sources, SynthesisInputError, finite_norms, read_test_set, resolve
 from inference.synthesis.writer import ImageWriter, as_uint8, grid
+from training.common.device import kept_torch_threads
 
 __all__ = ["STAGE", "SynthesisInputError", "SynthesizeConfig", "run"]
 
@@ -94,11 +95,8 @@ def _maker(config: SynthesizeConfig, sources: Sources, editor: Any, networks: di
 # ---------------------------------------------------------------------------------------------- the stage
 def run(config: SynthesizeConfig, workspace: Workspace, inputs: Sequence[Manifest] = (), *,
         progress: ProgressCallback | None = None) -> Manifest:
-    previous_threads = torch.get_num_threads()
-    try:
+    with kept_torch_threads():
         return _run(config, workspace, inputs, progress)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _run(config: SynthesizeConfig, workspace: Workspace, inputs: Sequence[Manifest],

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 
@@ -16,3 +19,13 @@ def select_device(name: str | torch.device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but CUDA is not available on this machine")
     return device
+
+
+@contextlib.contextmanager
+def kept_torch_threads() -> Iterator[None]:
+    """A stage's `runtime.threads` is its own: the stages after it in the same process keep their setting."""
+    previous = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -89,16 +89,13 @@ def find_pairs_run(workspace: Workspace, pairs: str | None, inputs: Sequence[Man
         producer = next((m for m in reversed(workspace.manifests("fusion-pairs"))
                          if _safe_index_folder(workspace, m) == folder), None)
         return PairsRun(folder, _load_index(folder), producer)
-    if pairs is not None:
-        try:
-            manifest = workspace.completed_run(pairs, "fusion-pairs")
-        except RunNotFound as exc:
-            raise PairsNotFound(str(exc)) from None
-    else:
-        manifest = next((m for m in inputs if m.stage == "fusion-pairs"), None) or workspace.current("fusion-pairs")
-        if manifest is None:
-            raise PairsNotFound(f"no fusion-pairs run given and none completed in {workspace.root}; run "
-                                "fusion-pairs first (sdgan fusion-pairs) or pass --pairs RUN_ID")
+    try:
+        manifest = workspace.chosen_run("fusion-pairs", pairs, inputs)
+    except RunNotFound as exc:
+        raise PairsNotFound(str(exc)) from None
+    if manifest is None:
+        raise PairsNotFound(f"no fusion-pairs run given and none completed in {workspace.root}; run "
+                            "fusion-pairs first (sdgan fusion-pairs) or pass --pairs RUN_ID")
     index_file = _index_file(workspace, manifest)
     return PairsRun(index_file.parent, _load_index(index_file.parent), manifest)
 

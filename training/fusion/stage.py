@@ -37,6 +37,7 @@ from data_catalog.manifest import Manifest
 from data_catalog.runs import StageRun, stage_run
 from data_catalog.workspace import Workspace
 from training.common.checkpoint import CheckpointError, load_checkpoint
+from training.common.device import kept_torch_threads
 from training.common.distributed import DistContext, barrier, setup_runtime
 from training.common.loop import ProgressCallback, Schedule, TrainingLoop
 from training.common.resume import CONFIG_FILE, check_resume_config, resumed_config, shared_run_id
@@ -387,11 +388,8 @@ def run(config: TrainFusionConfig, workspace: Workspace, inputs: Sequence[Manife
     """
     # a resume trains on the run's saved config plus the --set values given with it
     config = resumed_config(workspace, MODELS_DIR, config, RESUMABLE_CHANGES, inherited=("pairs", "init"))
-    previous_threads = torch.get_num_threads()
-    try:
+    with kept_torch_threads():
         return _run(config, workspace, inputs, progress)
-    finally:  # runtime.threads is this stage's: later stages in the same process keep their own setting
-        torch.set_num_threads(previous_threads)
 
 
 def _run(config: TrainFusionConfig, workspace: Workspace, inputs: Sequence[Manifest],

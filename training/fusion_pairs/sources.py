@@ -93,16 +93,13 @@ class BoundariesRun:
 
 def find_boundaries(workspace: Workspace, config: FusionPairsConfig, inputs: Sequence[Manifest]) -> BoundariesRun:
     """The run named by `boundaries`, else the upstream / current fit-boundaries run."""
-    if config.boundaries is not None:
-        try:
-            manifest = workspace.completed_run(config.boundaries, BOUNDARIES)
-        except RunNotFound as exc:
-            raise SourceError(str(exc)) from None
-    else:
-        manifest = next((m for m in inputs if m.stage == BOUNDARIES), None) or workspace.current(BOUNDARIES)
-        if manifest is None:
-            raise SourceError(f"fusion-pairs needs the InterfaceGAN boundaries: run fit-boundaries first, or set "
-                              f"`boundaries` to a fit-boundaries run id (no completed run in {workspace.root})")
+    try:
+        manifest = workspace.chosen_run(BOUNDARIES, config.boundaries, inputs)
+    except RunNotFound as exc:
+        raise SourceError(str(exc)) from None
+    if manifest is None:
+        raise SourceError(f"fusion-pairs needs the InterfaceGAN boundaries: run fit-boundaries first, or set "
+                          f"`boundaries` to a fit-boundaries run id (no completed run in {workspace.root})")
     if "report.json" not in manifest.files:
         raise SourceError(f"fit-boundaries run {manifest.run_id} lists no report.json; run fit-boundaries again")
     folder = workspace.resolve(manifest.files["report.json"].path).parent

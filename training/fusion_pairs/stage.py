@@ -36,6 +36,7 @@ from data_catalog.progress import Progress
 from data_catalog.runs import MapBatches, new_run_id, stage_run
 from data_catalog.shards import stats_path
 from data_catalog.workspace import Workspace
+from training.common.device import kept_torch_threads
 from training.common.distributed import DistContext, barrier, setup_runtime
 from training.common.resume import find_interrupted_run, shared_value
 from training.fusion_pairs.chunks import (
@@ -157,14 +158,8 @@ def run(config: FusionPairsConfig, workspace: Workspace, inputs: Sequence[Manife
     `map_batches` (from flows) fans the chunks out as tasks; `progress(fraction, line)` is called as chunks
     complete, and tick lines with rate and ETA go to the logger `sdgan.fusion-pairs`.
     """
-    import torch
-
-    previous_threads = torch.get_num_threads()
-    try:
+    with kept_torch_threads():
         return _run(config, workspace, inputs, map_batches, progress)
-    finally:  # runtime.threads is this stage's: later stages in the same process keep their own setting
-        if config.runtime.threads:
-            torch.set_num_threads(previous_threads)
 
 
 def _run(config: FusionPairsConfig, workspace: Workspace, inputs: Sequence[Manifest],
