@@ -405,9 +405,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"workspace: {workspace}")
     ws = Workspace(workspace, create=False)
     evaluated = ws.current("evaluate")
-    for name in ("report.html", "report.md"):
-        if evaluated is not None and name in evaluated.files:
-            console.print(f"report: {ws.resolve(evaluated.files[name].path)}")
+    report = next((evaluated.files[name] for name in ("report.html", "report.md")
+                   if evaluated is not None and name in evaluated.files), None)
+    if report is not None:
+        console.print(f"report: {ws.resolve(report.path)}", soft_wrap=True)
     console.print(f"inspect it with: sdgan catalog ls --workspace {args.workspace}")
     return 0
 
