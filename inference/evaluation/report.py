@@ -32,6 +32,8 @@ figure{margin:1em 0}figcaption{font-size:.85em;color:#555}.skip{color:#888;font-
 def _number(value: float | None, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
+    if abs(value) < 0.5 * 10.0 ** -digits:
+        value = 0.0  # no "-0.0000"
     return f"{value:.{digits}f}"
 
 
