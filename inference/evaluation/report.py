@@ -11,14 +11,14 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from inference.evaluation.plots import METHOD_NAMES
 from inference.evaluation.scoring import METRICS
 
-METHOD_NAMES = {"sdgan": "SD-GAN (basis + offset)", "interfacegan": "InterfaceGAN (basis only)",
-                "template_paste": "template paste (GT composite)"}
 TABLE_METRICS = ("success", "dlib_distance", "arcface_cosine", "l1_gt", "psnr_gt", "ssim_gt", "background_l1")
 DEMO_NOTE = ("The demo generator is tiny: its faces are blobs. These numbers test the pipeline end to end, not the "
              "method; the full profile (256 px, the official truncation) is the paper-scale recipe.")
@@ -83,6 +83,29 @@ def skipped_reasons(metrics: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+UPSTREAM_TITLES = {"classifier": "The classifier's figures", "boundaries": "The boundaries' figures"}
+
+
+def upstream_text(metrics: Mapping[str, Any], section: str) -> tuple[str, list[str], list[list[str]]]:
+    """(a sentence, table headers, rows) of the classifier's or the boundaries' own numbers; ("", [], []) if none."""
+    entry = (metrics.get("upstream") or {}).get(section)
+    if not entry:
+        return "", [], []
+    if section == "classifier":
+        line = f"train-classifier run {entry['run']}"
+        if entry.get("temperature") is not None:
+            line += (f": calibration temperature {_number(entry['temperature'], 3)}, ECE {_number(entry['ece_before'], 3)}"
+                     f" before, {_number(entry['ece_after'], 3)} after, on {entry.get('val_samples')} val faces "
+                     "with query labels.")
+        rows = [[a, _number(v.get("precision"), 3), _number(v.get("recall"), 3), _number(v.get("auc"), 3),
+                 str(v.get("positives"))] for a, v in (entry.get("val") or {}).items()]
+        return line, ["attribute", "val precision", "val recall", "val ROC AUC", "positives"], rows
+    line = f"fit-boundaries run {entry['run']}" + ("" if entry.get("in_lineage") else
+                                                   " (the workspace's current run: not in the synthesis's lineage)")
+    rows = [[a, _number(v, 4)] for a, v in (entry.get("val_accuracy") or {}).items()]
+    return line + ".", ["attribute", "boundary SVM val accuracy"], rows
+
+
 HEADERS = (["method"] + [METRICS[name][0].split(" (")[0] for name in TABLE_METRICS] + ["FID", "KID"])
 
 
@@ -122,16 +145,23 @@ def render_markdown(metrics: Mapping[str, Any], figures: Mapping[str, list[tuple
     reasons = skipped_reasons(metrics)
     if reasons:
         lines += ["## Not computed", ""] + [f"- {what}: {why}" for what, why in reasons.items()] + [""]
-    for section in ("classifier", "boundaries"):
-        if figures.get(section):
-            lines += [f"## The {section}' figures" if section == "boundaries" else "## The classifier's figures", ""]
-            lines += [f"![{caption}]({file})" for caption, file in figures[section]] + [""]
+    for section, title in UPSTREAM_TITLES.items():
+        line, headers, rows = upstream_text(metrics, section)
+        if line or figures.get(section):
+            lines += [f"## {title}", ""] + ([line, ""] if line else [])
+            lines += (_md_table(headers, rows) + [""]) if rows else []
+            lines += [text for caption, file in figures.get(section, []) for text in (f"![{caption}]({file})", "")]
     return "\n".join(lines)
 
 
 def _data_uri(path: Path) -> str:
     kind = "gif" if path.suffix.lower() == ".gif" else "jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else "png"
     return f"data:image/{kind};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _code(escaped: str) -> str:
+    """Markdown's `code` spans of an already escaped line as <code> elements."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
 
 
 def _html_table(headers: Sequence[str], rows: Sequence[Sequence[str]], css_class: str = "metrics") -> str:
@@ -149,7 +179,7 @@ def render_html(metrics: Mapping[str, Any], figures: Mapping[str, list[tuple[str
     if metrics["synthesis"]["minmax"]:
         parts.append('<p class="note">The images were saved with the official per-image min-max normalisation, '
                      "which distorts every metric below.</p>")
-    parts += [f"<p>{html.escape(line)}</p>" for line in _intro(metrics)]
+    parts += [f"<p>{_code(html.escape(line))}</p>" for line in _intro(metrics)]
 
     def figure(caption: str, file: str) -> str:
         from PIL import Image
@@ -173,37 +203,15 @@ def render_html(metrics: Mapping[str, Any], figures: Mapping[str, list[tuple[str
     if reasons:
         parts.append("<h2>Not computed</h2><ul>" + "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>"
                                                            for k, v in reasons.items()) + "</ul>")
-    for section, title in (("classifier", "The classifier's figures"), ("boundaries", "The boundaries' figures")):
-        if figures.get(section):
+    for section, title in UPSTREAM_TITLES.items():
+        line, headers, rows = upstream_text(metrics, section)
+        if line or figures.get(section):
             parts.append(f"<h2>{title}</h2>")
-            parts += [figure(caption, file) for caption, file in figures[section]]
+            parts += [f"<p>{html.escape(line)}</p>"] if line else []
+            parts += [_html_table(headers, rows, "upstream")] if rows else []
+            parts += [figure(caption, file) for caption, file in figures.get(section, [])]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
-def strength_plot(strength: Mapping[str, Mapping[str, float]], attribute: str, threshold: float, path: Path) -> Path:
-    """Mean calibrated probability of the attribute against the edit strength a, per method (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(5, 3.2), dpi=100)
-    for method, by_alpha in strength.items():
-        alphas = sorted(by_alpha, key=float)
-        axes.plot([float(a) for a in alphas], [by_alpha[a] for a in alphas], marker="o",
-                  label=METHOD_NAMES.get(method, method))
-    axes.axhline(threshold, color="grey", linestyle=":", linewidth=1, label=f"success level {threshold:.2f}")
-    axes.set_xlabel("edit strength a  (w + a·n_b, w + a·(n_b + n_o))")
-    axes.set_ylabel(f"mean p({attribute})")
-    axes.set_ylim(-0.02, 1.02)
-    axes.legend(fontsize=7, loc="best")
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", metadata={"Software": None})  # no version stamp: same bytes every run
-    plt.close(figure)
-    return path
-
-
-__all__ = ["METHOD_NAMES", "cell", "render_html", "render_markdown", "strength_plot"]
+__all__ = ["METHOD_NAMES", "cell", "render_html", "render_markdown"]

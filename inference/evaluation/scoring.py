@@ -21,6 +21,7 @@ import torch
 from inference.evaluation.config import EvaluateConfig
 from inference.evaluation.sources import Reference, SynthesisRun, read_images, to_float
 from inference.metrics import (
+    FaceReference,
     Skipped,
     attribute_success,
     background_l1,
@@ -56,6 +57,7 @@ class AttributeScores:
     distribution: dict[str, dict[str, Any]]  # method -> FID/KID dict or Skipped dict
     differences: dict[str, dict[str, Any]]  # metric -> CI of sdgan - interfacegan
     strength: dict[str, dict[str, float]]  # method -> alpha -> mean calibrated probability
+    strength_identity: dict[str, dict[str, float]]  # method -> alpha -> mean dlib distance ({} without dlib)
     notes: list[str] = field(default_factory=list)
 
 
@@ -126,8 +128,9 @@ def score_attribute(run: SynthesisRun, attribute: str, scorers: Scorers, referen
     notes = []
     if np.isinf(values.get("sdgan", {}).get("psnr_gt", np.zeros(1))).any():
         notes.append("some SD-GAN edits equal their GT exactly (PSNR infinite): left out of the PSNR mean")
+    strength, strength_identity = _strength(run, attribute, scorers)
     return AttributeScores(attribute, len(rows), pd.concat(frames, ignore_index=True), summary, distribution,
-                           differences, _strength(run, attribute, scorers), notes)
+                           differences, strength, strength_identity, notes)
 
 
 def _skipped(name: str, method: str, config: EvaluateConfig) -> Skipped:
@@ -153,15 +156,36 @@ def _distribution(reference: Reference, attribute: str, edits: torch.Tensor, sco
     return scores.to_dict()
 
 
-def _strength(run: SynthesisRun, attribute: str, scorers: Scorers) -> dict[str, dict[str, float]]:
-    """Mean calibrated probability of the attribute per (method, alpha) of the sweep."""
+def _strength(run: SynthesisRun, attribute: str, scorers: Scorers
+              ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Per (method, alpha) of the sweep: the mean calibrated probability of the attribute, and (with dlib on) the
+    mean dlib distance to the sample's origin; the sweep is a few samples, so both are cheap."""
     sweep = run.strength[run.strength["attribute"] == attribute] if len(run.strength) else run.strength
-    out: dict[str, dict[str, float]] = {}
+    probability: dict[str, dict[str, float]] = {}
+    identity: dict[str, dict[str, float]] = {}
+    if sweep.empty:
+        return probability, identity
+    reference, position = None, {}
+    if scorers.dlib is not None:
+        rows = run.rows(attribute)
+        rows = rows[rows["index"].isin(sweep["index"].unique())]
+        if len(rows):
+            origins = read_images(run.folder, rows["origin"].tolist()).permute(0, 2, 3, 1).numpy()
+            reference = scorers.dlib.reference(origins)
+            position = {int(index): i for i, index in enumerate(rows["index"])}
     for (method, alpha), group in sweep.groupby(["method", "alpha"], sort=True):
-        edits = to_float(read_images(run.folder, group.sort_values("index")["path"].tolist()))
-        p = attribute_success(scorers.classifier, edits, attribute).probabilities
-        out.setdefault(str(method), {})[f"{float(alpha):g}"] = round(float(np.mean(p)), 6)
-    return out
+        group = group.sort_values("index")
+        images = read_images(run.folder, group["path"].tolist())
+        p = attribute_success(scorers.classifier, to_float(images), attribute).probabilities
+        key = f"{float(alpha):g}"
+        probability.setdefault(str(method), {})[key] = round(float(np.mean(p)), 6)
+        if reference is not None and all(int(i) in position for i in group["index"]):
+            chosen = [position[int(i)] for i in group["index"]]
+            origins = FaceReference(tuple(reference.images[i] for i in chosen),
+                                    tuple(reference.landmarks[i] for i in chosen), reference.descriptors[chosen])
+            distance = scorers.dlib.distances(origins, images.permute(0, 2, 3, 1).numpy()).distance
+            identity.setdefault(str(method), {})[key] = round(float(np.mean(distance)), 6)
+    return probability, identity
 
 
 def finite_or_none(value: Any) -> Any:

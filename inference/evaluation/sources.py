@@ -142,6 +142,8 @@ def load_reference(workspace: Workspace, config: EvaluateConfig, attributes: Seq
     try:
         version_id, folder, producer = resolve_dataset(workspace, version, inputs)
     except DatasetNotFound as exc:
+        if version is not None:  # a version the user named: a typo is an error, not a silently skipped FID
+            raise EvaluationInputError(f"reference: {exc}") from None
         return Reference({}, "none", f"no MEGN dataset version to compare with ({exc})")
     try:
         shards = list_shards(folder, config.reference_split)

@@ -23,14 +23,17 @@ from data_catalog.manifest import Manifest
 from data_catalog.runs import new_run_id, stage_run
 from data_catalog.workspace import Workspace
 from inference.evaluation.config import EvaluateConfig
-from inference.evaluation.report import render_html, render_markdown, strength_plot
+from inference.evaluation.plots import strength_plot
+from inference.evaluation.report import render_html, render_markdown
 from inference.evaluation.scoring import Scorers, finite_or_none, score_attribute
 from inference.evaluation.sources import (
     EvaluationInputError,
+    SynthesisRun,
     find_classifier,
     find_synthesis,
     load_reference,
 )
+from inference.evaluation.upstream import UpstreamRuns, find_upstream, upstream_figures
 from inference.synthesis import layout
 from training.common.device import kept_torch_threads
 
@@ -39,7 +42,6 @@ __all__ = ["REPORTING_DIR", "STAGE", "EvaluateConfig", "EvaluationInputError", "
 STAGE = "evaluate"
 REPORTING_DIR = Path("reporting")
 PARTIAL_PREFIX = ".partial-"
-MAX_FIGURES = 4  # per upstream run
 logger = logging.getLogger("sdgan.evaluate")
 ProgressCallback = Callable[[float, str], None]
 
@@ -48,16 +50,6 @@ def run(config: EvaluateConfig, workspace: Workspace, inputs: Sequence[Manifest]
         progress: ProgressCallback | None = None) -> Manifest:
     with kept_torch_threads():
         return _run(config, workspace, inputs, progress)
-
-
-def _upstream_figures(workspace: Workspace, stage: str) -> list[tuple[str, Path]]:
-    manifest = workspace.current(stage)
-    if manifest is None:
-        return []
-    found = [(name, workspace.resolve(entry.path)) for name, entry in sorted(manifest.files.items())
-             if entry.path.lower().endswith(".png")]
-    return [(f"{stage} {manifest.run_id}: {Path(name).name}", path) for name, path in found
-            if path.is_file()][:MAX_FIGURES]
 
 
 def _run(config: EvaluateConfig, workspace: Workspace, inputs: Sequence[Manifest],
@@ -79,7 +71,9 @@ def _run(config: EvaluateConfig, workspace: Workspace, inputs: Sequence[Manifest
         raise EvaluationInputError(f"classifier {classifier_path} scores {list(classifier.attributes)}, not {absent}")
     scorers = Scorers(config, classifier, device)
     reference = load_reference(workspace, config, attributes, inputs)
-    used = [m for m in (synthesis.manifest, classifier_run, reference.manifest) if m is not None]
+    upstream = find_upstream(workspace, classifier_path, classifier_run, synthesis.manifest)
+    used = [m for m in (synthesis.manifest, upstream.classifier, reference.manifest) if m is not None]
+    used += [m for m in upstream.manifests if m.run_id not in {u.run_id for u in used}]
     used += [m for m in inputs if m.run_id not in {u.run_id for u in used}]
 
     run_id = new_run_id(STAGE)
@@ -90,8 +84,8 @@ def _run(config: EvaluateConfig, workspace: Workspace, inputs: Sequence[Manifest
     with stage_run(workspace, STAGE, config, used, run_id=run_id) as run_ctx:
         staging.mkdir(parents=True)
         try:
-            metrics = _evaluate(config, synthesis, attributes, scorers, reference, classifier_path, staging,
-                                workspace, progress)
+            metrics = _evaluate(config, synthesis, attributes, scorers, reference, classifier_path, upstream,
+                                staging, workspace, progress)
             staging.rename(final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -114,9 +108,14 @@ def _run(config: EvaluateConfig, workspace: Workspace, inputs: Sequence[Manifest
     return run_ctx.manifest
 
 
-def _evaluate(config: EvaluateConfig, synthesis: Any, attributes: list[str], scorers: Scorers, reference: Any,
-              classifier_path: Path, folder: Path, workspace: Workspace,
-              progress: ProgressCallback | None) -> dict[str, Any]:
+def is_demo_generator(synthesis: SynthesisRun) -> bool:
+    """The tiny demo generator: synthesize says so, or its faces are 64 px or smaller."""
+    return bool(synthesis.info.extra.get("demo_generator")) or synthesis.info.image_size <= 64
+
+
+def _evaluate(config: EvaluateConfig, synthesis: SynthesisRun, attributes: list[str], scorers: Scorers,
+              reference: Any, classifier_path: Path, upstream_runs: UpstreamRuns, folder: Path,
+              workspace: Workspace, progress: ProgressCallback | None) -> dict[str, Any]:
     threshold, source = None, None
     results, frames, figures = {}, [], {}
     for position, attribute in enumerate(attributes):
@@ -125,34 +124,32 @@ def _evaluate(config: EvaluateConfig, synthesis: Any, attributes: list[str], sco
         success = scores.summary[config.methods[0]]["success"]
         threshold, source = success["threshold"], success["threshold_source"]
         results[attribute] = {"n": scores.n, "methods": scores.summary, "distribution": scores.distribution,
-                              "differences": scores.differences, "strength": scores.strength, "notes": scores.notes}
+                              "differences": scores.differences, "strength": scores.strength,
+                              "strength_identity": scores.strength_identity, "notes": scores.notes}
         figures[attribute] = []
         grid = synthesis.folder / attribute / layout.GRID_FILE
         if grid.is_file():
             shutil.copyfile(grid, folder / f"grid_{attribute}.png")
             figures[attribute].append(("origin | basis G(w + n_b) | ours G(w + n_b + n_o) | GT", f"grid_{attribute}.png"))
         if scores.strength:
-            strength_plot(scores.strength, attribute, threshold, folder / f"strength_{attribute}.png")
-            figures[attribute].append(((f"edit strength: mean p({attribute}) of the first "
-                                       f"{synthesis.info.strength_samples} samples"), f"strength_{attribute}.png"))
+            strength_plot(scores.strength, attribute, threshold, folder / f"strength_{attribute}.png",
+                          identity=scores.strength_identity)
+            what = f"mean p({attribute})" + (" and dlib distance to the origin" if scores.strength_identity else "")
+            caption = f"edit strength: {what} of the first {synthesis.info.strength_samples} samples"
+            figures[attribute].append((caption, f"strength_{attribute}.png"))
         if progress is not None:
             progress((position + 1) / (len(attributes) + 1), f"evaluate: {attribute} scored")
-    for section, stage in (("classifier", "train-classifier"), ("boundaries", "fit-boundaries")):
-        figures[section] = []
-        for index, (caption, path) in enumerate(_upstream_figures(workspace, stage)):
-            name = f"figures/{section}_{index}.png"
-            (folder / "figures").mkdir(exist_ok=True)
-            shutil.copyfile(path, folder / name)
-            figures[section].append((caption, name))
+    upstream = upstream_figures(workspace, upstream_runs, attributes, folder)
+    figures.update(upstream.figures)
     info = synthesis.info
     metrics = finite_or_none({
         "synthesis": {"run": synthesis.run_id, "source": info.source, "image_size": info.image_size,
                       "truncation": info.truncation, "minmax": info.minmax, "generator": info.generator,
-                      "demo_generator": bool(info.extra.get("demo_generator", info.image_size <= 64)),
+                      "demo_generator": is_demo_generator(synthesis),
                       "fusion": info.fusion},
         "classifier": {"path": str(classifier_path), "threshold": threshold, "threshold_source": source,
                        "temperature": scorers.classifier.temperature},
-        "reference": reference.source, "methods": list(config.methods),
+        "reference": reference.source, "methods": list(config.methods), "upstream": upstream.summary,
         "bootstrap": config.bootstrap.model_dump(), "attributes": results})
     pd.concat(frames, ignore_index=True).to_parquet(folder / "per_sample.parquet", index=False)
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")

@@ -20,16 +20,9 @@ from inference.evaluation.sources import EvaluationInputError
 from inference.evaluation.stage import REPORTING_DIR, run
 from inference.evaluation.summary import describe
 from inference.synthesis import layout
-from tests.inference.evaluation.helpers import SHIFT, make_synthesis, write_classifier
+from tests.inference.evaluation.helpers import SHIFT, eval_config, make_synthesis, write_classifier
 from tests.stage_kit import StageContract
 from training.common.checkpoint import CheckpointError
-
-
-def eval_config(classifier: Path, **values: object) -> EvaluateConfig:
-    data: dict = {"classifier": str(classifier), "reference": "none", "identity": {"detector": "none"},
-                  "bootstrap": {"resamples": 200}, "runtime": {"device": "cpu", "threads": 1}}
-    data.update(values)
-    return EvaluateConfig.model_validate(data)
 
 
 class TestEvaluateStageContract(StageContract):
@@ -71,6 +64,10 @@ class TestEvaluateStageContract(StageContract):
         difference = mask["differences"]["background_l1"]
         assert difference["mean"] == pytest.approx(-SHIFT / 127.5, rel=1e-6)
         assert set(mask["strength"]) == {"interfacegan", "sdgan"} and set(mask["strength"]["sdgan"]) == {"0", "1"}
+        # the sweep's dlib distances: a = 0 is the origin itself (distance 0); InterfaceGAN's a = 1 moved
+        identity = mask["strength_identity"]
+        assert identity["sdgan"]["0"] == 0 and identity["interfacegan"]["0"] == 0
+        assert identity["interfacegan"]["1"] > 0
         assert ours["success"]["threshold"] == 0.6  # the classifier's own label-check level
         per_sample = pd.read_parquet(folder / "per_sample.parquet")
         assert len(per_sample) == 18 and set(per_sample["method"]) == {"sdgan", "interfacegan", "template_paste"}
