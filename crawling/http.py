@@ -26,7 +26,6 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests.cookies import extract_cookies_to_jar
 from requests.sessions import merge_setting
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -34,6 +33,7 @@ from urllib3.exceptions import ReadTimeoutError
 from urllib3.poolmanager import PoolManager
 
 from crawling.config import HttpConfig, split_host_port
+from crawling.plain_get import PlainGetter, PlainResponse
 from data_catalog.optout import OptOutRegistry
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
@@ -201,12 +201,13 @@ class CrawlSession(requests.Session):
 
     def __init__(self) -> None:
         super().__init__()
-        self._env_proxies = urllib.request.getproxies()  # what requests.utils.get_environ_proxies reads
+        self.env_proxies = urllib.request.getproxies()  # what requests.utils.get_environ_proxies reads
         self._env_ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        self.plain = PlainGetter(self, self._env_ca_bundle)
 
     def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
                                    cert: Any) -> dict[str, Any]:
-        if not self.trust_env or self._env_proxies:
+        if not self.trust_env or self.env_proxies:
             return super().merge_environment_settings(url, proxies, stream, verify, cert)
         if verify is True or verify is None:  # no proxies to add: only the CA bundle, as requests does
             verify = self._env_ca_bundle or verify
@@ -404,27 +405,15 @@ class PoliteClient:
         cfg = self.config
         return min(cfg.connect_timeout, cfg.total_timeout), min(cfg.read_timeout, cfg.total_timeout)
 
-    def _send_get(self, url: str, headers: dict[str, str] | None, params: dict | None) -> requests.Response:
-        """`session.get(url, headers, params, stream=True, allow_redirects=False)`, lighter for plain GETs.
-
-        A GET with no params, no headers of its own and no cookies or auth on the session (every image
-        fetch) skips Session.request, whose merging of session settings (typing-protocol checks, cookie
-        jars, hooks) costs about as much CPU as the HTTP exchange itself on loopback. It sends the same
-        request (session headers, ~/.netrc credentials, proxies, CA bundle) and stores Set-Cookie as
-        Session.send does; unlike it, a redirect's body is not read (fetch never follows one from here)."""
+    def _send_get(self, url: str, headers: dict[str, str] | None,
+                  params: dict | None) -> requests.Response | PlainResponse:
+        """`session.get(url, headers, params, stream=True, allow_redirects=False)`; a plain GET (every image
+        fetch) goes straight through the adapter's pool when that sends the same request (crawling/plain_get.py)."""
         session = self.session
-        if params or headers or session.cookies or session.auth or session.params or any(session.hooks.values()):
-            return session.get(url, headers=headers, params=params, stream=True, allow_redirects=False,
-                               timeout=self._timeouts())
-        prepared = requests.PreparedRequest()
-        auth = requests.utils.get_netrc_auth(url) if session.trust_env else None
-        prepared.prepare(method="GET", url=url, headers=session.headers, auth=auth, hooks={})
-        settings = session.merge_environment_settings(url, {}, True, None, None)
-        response = session.get_adapter(url).send(prepared, stream=True, timeout=self._timeouts(),
-                                                 verify=settings["verify"], cert=settings["cert"],
-                                                 proxies=settings["proxies"])
-        extract_cookies_to_jar(session.cookies, prepared, response.raw)
-        return response
+        if not (params or headers) and session.plain.applies(url, bool(session.env_proxies)):
+            return session.plain.send(url, self._timeouts())
+        return session.get(url, headers=headers, params=params, stream=True, allow_redirects=False,
+                           timeout=self._timeouts())
 
     def _get_once(self, url: str, headers: dict[str, str] | None, image: bool, params: dict | None) -> Response:
         with response_deadline(self.config.total_timeout) as deadline:

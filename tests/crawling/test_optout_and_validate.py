@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from data_catalog.optout import OptOutRegistry
 from crawling.validate import check_image
+from data_catalog.optout import OptOutRegistry
 
 FORMATS = {"JPEG", "PNG"}
 
@@ -71,3 +71,34 @@ def test_real_decompression_bomb_is_refused_before_decoding() -> None:
     buffer = io.BytesIO()
     Image.new("1", (20000, 20000)).save(buffer, "PNG")  # 400 Mpx, a few KB compressed
     assert check_image(buffer.getvalue(), 32, 40_000_000, FORMATS).reason == "decompression_bomb"
+
+
+def test_check_image_leaves_the_warning_filters_alone_under_threads() -> None:
+    """Download threads call check_image at once: it must not swap the process-wide warnings filters (what
+    `catch_warnings` does, which concurrent callers leave scrambled), and an image just over Pillow's own
+    warning limit is still refused by `max_pixels` before decoding."""
+    import threading
+    import warnings
+
+    over_warning = io.BytesIO()
+    side = int((Image.MAX_IMAGE_PIXELS or 89_478_485) ** 0.5) + 100  # above the warning, below Pillow's error
+    Image.new("1", (side, side)).save(over_warning, "PNG")
+    payloads = [NOISY, over_warning.getvalue()]
+    results: list[str | None] = []
+    start = threading.Barrier(8)
+
+    def work() -> None:
+        start.wait()
+        results.extend(check_image(payloads[i % 2], 32, 40_000_000, FORMATS).reason for i in range(40))
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # Pillow's own warning: not under test
+        before = list(warnings.filters)
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert warnings.filters == before
+    assert sorted(set(results), key=str) == sorted({None, "decompression_bomb"}, key=str)
+    assert results.count(None) == 160
