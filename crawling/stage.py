@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import queue
 import threading
 from collections import Counter
@@ -25,7 +26,7 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from crawling.config import CrawlConfig
-from crawling.http import PoliteClient
+from crawling.http import PoliteClient, Response
 from crawling.journal import JOURNAL, QUERIES_DONE, Journal, read_journal, read_queries_done
 from crawling.plan import Query, queries_frame, urls_query
 from crawling.sources import SearchError, SearchSource, make_source
@@ -201,6 +202,11 @@ class Downloads:
             thread.join()
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, e.g. under taskset or a cluster's cgroup)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class Crawl:
     """One crawl run's shared state: client, URL book, writer, download pool, counters."""
 
@@ -215,6 +221,9 @@ class Crawl:
         self.writer = RowWriter(ws, run_id, self.journal, config.flush_every)
         self.downloads = Downloads(config.http.threads, config.http.threads * 4)  # flat memory however many URLs
         self.formats = frozenset(config.images.formats)
+        # Decoding, hashing and writing are CPU and filesystem work: more of them at once than there are cores
+        # only adds contention (GIL hand-offs, the filesystem's locks); the download threads keep fetching.
+        self._storing = threading.BoundedSemaphore(usable_cpus())
         self.counts: Counter[str] = Counter()
         self.search_errors: list[dict[str, str]] = []
         self._lock = threading.Lock()
@@ -232,7 +241,12 @@ class Crawl:
         response = self.client.fetch(url)
         if response.status != "ok" or response.body is None:
             return Outcome(response.status, response.reason, response.http_status, content_type=response.content_type)
-        body, rules = response.body, self.config.images
+        with self._storing:
+            return self._store(response.body, response)
+
+    def _store(self, body: bytes, response: Response) -> Outcome:
+        """Decode, hash and write one downloaded image; the outcome of its URL."""
+        rules = self.config.images
         check = check_image(body, rules.min_side, rules.max_pixels, self.formats)
         common = {"http_status": response.http_status, "bytes": len(body), "content_type": response.content_type,
                   "width": check.width, "height": check.height}

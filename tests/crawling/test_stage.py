@@ -282,3 +282,38 @@ def test_a_cap_that_hides_the_built_in_emulators_faults_is_warned_about(corpus: 
     assert "cuts off the fault results of 1 of 1 queries" in caplog.text
     assert f"max_per_query >= {len(MASK_FILES) + 2}" in caplog.text
     assert set(ws.table("candidates")["status"]) == {"ok"}  # no fault URL was ever tried
+
+
+def test_no_more_images_are_stored_at_once_than_there_are_cpus(corpus: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decode, hash and write run at most `usable_cpus()` at a time while the other threads keep downloading."""
+    import threading
+
+    import crawling.stage as stage
+
+    lock, inside, most = threading.Lock(), [0], [0]
+    real_check = stage.check_image
+
+    def slow_check(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            time.sleep(0.05)
+            return real_check(*args, **kwargs)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(stage, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(stage, "check_image", slow_check)
+    ws = Workspace(tmp_path / "ws")
+    with SearchEmulator(corpus) as emulator:
+        urls = tmp_path / "urls.txt"
+        names = (MASK_FILES + PLAIN_FILES) * 2  # the same image under two URLs: each URL fetched and checked
+        urls.write_text("".join(f"{emulator.image_url(name)}?copy={i}\n" for i, name in enumerate(names)))
+        run(config(emulator, ["urls"], urls=str(urls), plan=None), ws)
+    assert most[0] == 2
+    table = ws.table("candidates")
+    assert len(table) == len(names) and set(table["status"]) == {"ok"}
+    assert len(ws.table("images")) == len(set(MASK_FILES + PLAIN_FILES))
