@@ -128,7 +128,7 @@ def score_attribute(run: SynthesisRun, attribute: str, scorers: Scorers, referen
     notes = []
     if np.isinf(values.get("sdgan", {}).get("psnr_gt", np.zeros(1))).any():
         notes.append("some SD-GAN edits equal their GT exactly (PSNR infinite): left out of the PSNR mean")
-    strength, strength_identity = _strength(run, attribute, scorers)
+    strength, strength_identity = _strength(run, attribute, scorers, rows, reference_faces)
     return AttributeScores(attribute, len(rows), pd.concat(frames, ignore_index=True), summary, distribution,
                            differences, strength, strength_identity, notes)
 
@@ -156,33 +156,26 @@ def _distribution(reference: Reference, attribute: str, edits: torch.Tensor, sco
     return scores.to_dict()
 
 
-def _strength(run: SynthesisRun, attribute: str, scorers: Scorers
+def _strength(run: SynthesisRun, attribute: str, scorers: Scorers, rows: pd.DataFrame,
+              reference_faces: FaceReference | None
               ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """Per (method, alpha) of the sweep: the mean calibrated probability of the attribute, and (with dlib on) the
-    mean dlib distance to the sample's origin; the sweep is a few samples, so both are cheap."""
+    mean dlib distance to the sample's origin, whose landmarks and descriptor `reference_faces` (the origins of
+    `rows`) already holds; the sweep is a few samples, so both are cheap."""
     sweep = run.strength[run.strength["attribute"] == attribute] if len(run.strength) else run.strength
     probability: dict[str, dict[str, float]] = {}
     identity: dict[str, dict[str, float]] = {}
     if sweep.empty:
         return probability, identity
-    reference, position = None, {}
-    if scorers.dlib is not None:
-        rows = run.rows(attribute)
-        rows = rows[rows["index"].isin(sweep["index"].unique())]
-        if len(rows):
-            origins = read_images(run.folder, rows["origin"].tolist()).permute(0, 2, 3, 1).numpy()
-            reference = scorers.dlib.reference(origins)
-            position = {int(index): i for i, index in enumerate(rows["index"])}
+    position = {int(index): i for i, index in enumerate(rows["index"])}
     for (method, alpha), group in sweep.groupby(["method", "alpha"], sort=True):
         group = group.sort_values("index")
         images = read_images(run.folder, group["path"].tolist())
         p = attribute_success(scorers.classifier, to_float(images), attribute).probabilities
         key = f"{float(alpha):g}"
         probability.setdefault(str(method), {})[key] = round(float(np.mean(p)), 6)
-        if reference is not None and all(int(i) in position for i in group["index"]):
-            chosen = [position[int(i)] for i in group["index"]]
-            origins = FaceReference(tuple(reference.images[i] for i in chosen),
-                                    tuple(reference.landmarks[i] for i in chosen), reference.descriptors[chosen])
+        if reference_faces is not None and all(int(i) in position for i in group["index"]):
+            origins = reference_faces.subset([position[int(i)] for i in group["index"]])
             distance = scorers.dlib.distances(origins, images.permute(0, 2, 3, 1).numpy()).distance
             identity.setdefault(str(method), {})[key] = round(float(np.mean(distance)), 6)
     return probability, identity
