@@ -203,14 +203,19 @@ class CrawlSession(requests.Session):
         super().__init__()
         self.env_proxies = urllib.request.getproxies()  # what requests.utils.get_environ_proxies reads
         self._env_ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        self.plain = PlainGetter(self, self._env_ca_bundle)
+        self.plain = PlainGetter(self)
+
+    def environment_verify(self, verify: Any) -> Any:
+        """`verify` with the CA-bundle variables applied as requests applies them (with `trust_env`)."""
+        if self.trust_env and (verify is True or verify is None):
+            return self._env_ca_bundle or verify
+        return verify
 
     def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
                                    cert: Any) -> dict[str, Any]:
         if not self.trust_env or self.env_proxies:
             return super().merge_environment_settings(url, proxies, stream, verify, cert)
-        if verify is True or verify is None:  # no proxies to add: only the CA bundle, as requests does
-            verify = self._env_ca_bundle or verify
+        verify = self.environment_verify(verify)  # no proxies to add: only the CA bundle, as requests does
         return {"proxies": merge_setting(proxies, self.proxies), "stream": merge_setting(stream, self.stream),
                 "verify": merge_setting(verify, self.verify), "cert": merge_setting(cert, self.cert)}
 
@@ -410,7 +415,7 @@ class PoliteClient:
         """`session.get(url, headers, params, stream=True, allow_redirects=False)`; a plain GET (every image
         fetch) goes straight through the adapter's pool when that sends the same request (crawling/plain_get.py)."""
         session = self.session
-        if not (params or headers) and session.plain.applies(url, bool(session.env_proxies)):
+        if not (params or headers) and session.plain.applies(url):
             return session.plain.send(url, self._timeouts())
         return session.get(url, headers=headers, params=params, stream=True, allow_redirects=False,
                            timeout=self._timeouts())

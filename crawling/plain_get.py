@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -40,12 +40,15 @@ from urllib3.exceptions import (
 from urllib3.response import BaseHTTPResponse
 from urllib3.util import Timeout
 
+if TYPE_CHECKING:  # crawling.http builds the getter inside its session
+    from crawling.http import CrawlSession
+
 __all__ = ["PlainGetter", "PlainResponse", "is_canonical_url"]
 
 # Lower-case http(s) scheme and host, an optional port without leading zeros, a path, an optional non-empty query;
 # every character one that requests' requote_uri and urllib3's parse_url leave as it is; no fragment, no userinfo.
-_CANONICAL = re.compile(r"https?://[a-z0-9][a-z0-9.-]*(?::[1-9][0-9]{0,4})?"
-                        r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*(?:\?[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]+)?")
+_CANONICAL = re.compile(r"https?://[a-z0-9][a-z0-9.-]*(?::(?P<port>[1-9][0-9]{0,4}))?"
+                        r"(?P<path>/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*)(?:\?[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]+)?")
 _DOT_SEGMENT = re.compile(r"/\.\.?(?:[/?]|\Z)")
 _PERCENT = re.compile(r"%(.?.?)")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -57,15 +60,14 @@ def is_canonical_url(url: str) -> bool:
 
     Percent escapes must be upper-case (urllib3 upper-cases them) and must not stand for an unreserved character
     (requests decodes those); the port must fit in 16 bits (else requests refuses the URL)."""
-    if _CANONICAL.fullmatch(url) is None or _DOT_SEGMENT.search(url, url.index("/", 8)) is not None:
+    match = _CANONICAL.fullmatch(url)
+    if match is None or _DOT_SEGMENT.search(url, match.start("path")) is not None:
         return False
     if "%" in url:
         for escape in _PERCENT.findall(url):
             if len(escape) != 2 or not set(escape) <= _HEX_UPPER or chr(int(escape, 16)) in _UNRESERVED:
                 return False
-    authority = url[url.index("//") + 2:url.index("/", 8)]
-    _, colon, port = authority.partition(":")
-    return not colon or int(port) <= 65535
+    return match["port"] is None or int(match["port"]) <= 65535
 
 
 def _netrc_file_exists() -> bool:
@@ -112,27 +114,21 @@ class PlainResponse:
 
 
 class PlainGetter:
-    """Plain GETs for one session (see the module docstring for when it applies)."""
+    """Plain GETs for one CrawlSession (see the module docstring for when it applies); the session's proxy and
+    CA-bundle environment, read once, is the session's."""
 
-    def __init__(self, session: requests.Session, ca_bundle: str | None) -> None:
+    def __init__(self, session: CrawlSession) -> None:
         self.session = session
-        self._ca_bundle = ca_bundle  # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE as the session read them
         self._netrc = _netrc_file_exists()
-        self._pool_keys: dict[tuple[HTTPAdapter, str], tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._pool_keys: dict[tuple[HTTPAdapter, str, Any], tuple[dict[str, Any], dict[str, Any]]] = {}
 
-    def applies(self, url: str, env_proxies: bool) -> bool:
+    def applies(self, url: str) -> bool:
         session = self.session
         if session.cookies or session.auth is not None or session.params or session.proxies or session.cert:
             return False
-        if any(session.hooks.values()) or (session.trust_env and (env_proxies or self._netrc)):
+        if any(session.hooks.values()) or (session.trust_env and (session.env_proxies or self._netrc)):
             return False
         return is_canonical_url(url)
-
-    def _verify(self) -> Any:
-        verify = self.session.verify
-        if self.session.trust_env and (verify is True or verify is None):
-            return self._ca_bundle or verify
-        return verify
 
     def send(self, url: str, timeout: tuple[float, float]) -> PlainResponse:
         """GET `url` (which `applies`) without following redirects; the body is left to stream."""
@@ -140,9 +136,9 @@ class PlainGetter:
         adapter = session.get_adapter(url)
         if not isinstance(adapter, HTTPAdapter):
             raise TypeError(f"plain GETs need an HTTPAdapter, {url} is mounted on {type(adapter).__name__}")
-        verify = self._verify()
+        verify = session.environment_verify(session.verify)
         path_start = url.index("/", 8)
-        key = (adapter, url[:path_start])
+        key = (adapter, url[:path_start], verify)  # the pool's TLS settings follow `verify`
         try:
             if (attributes := self._pool_keys.get(key)) is None:
                 probe = requests.PreparedRequest()

@@ -72,7 +72,7 @@ def client(**http: object) -> PoliteClient:
 
 def long_way(c: PoliteClient) -> None:
     """Send every request through requests itself from now on."""
-    c.session.plain.applies = lambda url, env_proxies: False  # type: ignore[method-assign]
+    c.session.plain.applies = lambda url: False  # type: ignore[method-assign]
 
 
 ACCEPTED = [
@@ -135,7 +135,7 @@ def test_canonical_urls_are_exactly_what_requests_sends() -> None:
 def test_a_plain_get_sends_the_bytes_requests_sends(server: RecordingServer) -> None:
     url = f"http://127.0.0.1:{server.port}/images/img%20one.jpg?size=128"
     short = client()
-    assert short.session.plain.applies(url, False)
+    assert short.session.plain.applies(url)
     assert short.fetch(url).body == BODY
     long = client()
     long_way(long)
@@ -171,7 +171,7 @@ def test_a_refused_connection_is_a_connection_error() -> None:
     url = f"http://127.0.0.1:{port}/x.jpg"
     short, long = client(), client()
     long_way(long)
-    assert short.session.plain.applies(url, False)
+    assert short.session.plain.applies(url)
     assert [(r.status, r.reason) for r in (short.fetch(url), long.fetch(url))] == [("failed", "connection_error")] * 2
 
 
@@ -180,7 +180,7 @@ def test_set_cookie_is_stored_and_later_requests_carry_it(server: RecordingServe
     first = f"http://127.0.0.1:{server.port}/cookie.jpg"
     assert c.fetch(first).status == "ok"
     assert c.session.cookies.get("visit") == "1"
-    assert not c.session.plain.applies(f"http://127.0.0.1:{server.port}/next.jpg", False)  # requests sends cookies
+    assert not c.session.plain.applies(f"http://127.0.0.1:{server.port}/next.jpg")  # requests sends cookies
     assert c.fetch(f"http://127.0.0.1:{server.port}/next.jpg").status == "ok"
     assert b"\r\nCookie: visit=1\r\n" in server.requests[-1]
 
@@ -188,10 +188,12 @@ def test_set_cookie_is_stored_and_later_requests_carry_it(server: RecordingServe
 def test_proxies_and_own_headers_take_the_long_way(server: RecordingServer) -> None:
     c = client()
     url = f"http://127.0.0.1:{server.port}/x.jpg"
-    assert c.session.plain.applies(url, False)
-    assert not c.session.plain.applies(url, True)  # proxy variables in the environment
+    assert c.session.plain.applies(url)
+    c.session.env_proxies = {"http": "http://127.0.0.1:9"}  # proxy variables in the environment
+    assert not c.session.plain.applies(url)
+    c.session.env_proxies = {}
     c.session.proxies = {"http": "http://127.0.0.1:9"}
-    assert not c.session.plain.applies(url, False)
+    assert not c.session.plain.applies(url)
     c.session.proxies = {}
     assert c.fetch(url, headers={"X-Test": "1"}).status == "ok"  # headers of its own: requests builds it
     assert b"\r\nX-Test: 1\r\n" in server.requests[-1]
